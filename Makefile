@@ -1,0 +1,81 @@
+# Two commands a newcomer needs: `make run` and `make test`. Each builds .venv from the lock
+# (requirements.txt) on first use and reuses it afterwards.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+UV_VERSION := 0.13.9
+VENV := .venv
+PY := $(VENV)/bin/python
+UV := $(VENV)/bin/uv
+# Same flags for every lock: the lock is for Linux x86_64 glibc (our machines, the Docker image).
+COMPILE := pip compile --python-version 3.10 --python-platform x86_64-manylinux_2_28
+STAMP := $(VENV)/.installed
+AIRFLOW_VENV := .venv-airflow
+AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed
+PYTEST_ARGS ?=
+RUN_ARGS ?=
+
+.PHONY: help venv run test unit lint format lock lock-check airflow-venv experiment bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
+
+# python -m venv seeds pip, which TFX's Trainer uses to install the user module; uv (pinned)
+# then installs the lock fast.
+$(STAMP): requirements.txt pyproject.toml
+	@set -e; if [ ! -x $(PY) ]; then \
+	  python=$$(scripts/find_python.sh); \
+	  echo "creating $(VENV) with $$python"; \
+	  "$$python" -m venv $(VENV); \
+	fi
+	$(PY) -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	$(UV) pip install --python $(PY) -r requirements.txt
+	$(UV) pip install --python $(PY) --no-deps -e .
+	@touch $@
+
+venv: $(STAMP)  ## create or update .venv from the lock
+
+run: $(STAMP)  ## run the whole pipeline locally on the embedded default (simulated logs)
+	$(VENV)/bin/lcron run $(RUN_ARGS)
+
+lint: $(STAMP)  ## ruff check + format check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)  ## apply ruff fixes and formatting
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+test: lint  ## lint, then every test (unit, slow and pipeline)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+unit: $(STAMP)  ## the fast unit tests only
+	$(PY) -m pytest -m "not slow and not pipeline" $(PYTEST_ARGS)
+
+lock: $(STAMP)  ## re-resolve requirements*.in into the locks with uv
+	$(UV) $(COMPILE) requirements.in -o requirements.txt
+	$(UV) $(COMPILE) requirements-airflow.in -o requirements-airflow.txt
+
+lock-check: $(STAMP)  ## check that the locks are what uv compiles from requirements*.in
+	$(PY) -m pytest -q tests/test_lock.py
+
+$(AIRFLOW_STAMP): requirements-airflow.txt pyproject.toml
+	@set -e; if [ ! -x $(AIRFLOW_VENV)/bin/python ]; then \
+	  python=$$(scripts/find_python.sh); \
+	  "$$python" -m venv $(AIRFLOW_VENV); \
+	fi
+	$(AIRFLOW_VENV)/bin/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	$(AIRFLOW_VENV)/bin/uv pip install --python $(AIRFLOW_VENV)/bin/python -r requirements-airflow.txt
+	$(AIRFLOW_VENV)/bin/uv pip install --python $(AIRFLOW_VENV)/bin/python --no-deps -e .
+	@touch $@
+
+airflow-venv: $(AIRFLOW_STAMP)  ## optional extra: .venv-airflow with the Airflow lock
+
+experiment: $(STAMP)  ## compare the loss methods on simulated logs (default config)
+	$(VENV)/bin/lcron experiment --config experiments/configs/default.json --out results/default
+
+bench: $(STAMP)  ## run every benchmark script (prints figures)
+	for b in benchmarks/*_bench.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:  ## remove the virtual environments and local outputs
+	rm -rf $(VENV) $(AIRFLOW_VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Keras models, losses, metrics and the TFX Trainer module of the LCRON cascade."""

@@ -1,0 +1,80 @@
+"""Typed hyperparameters of the cascade: loss, model sizes and training.
+
+One dataclass per concern, passed down explicitly (no globals, no environment reads). The Trainer
+receives them as plain dicts through TFX ``custom_config`` and rebuilds them with ``from_dict``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, TypeVar
+
+_T = TypeVar("_T")
+
+
+def _from_dict(cls: type[_T], values: dict[str, Any] | None) -> _T:
+    """Builds ``cls`` from a dict, rejecting unknown keys by name (typos must not pass)."""
+    values = dict(values or {})
+    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown field(s) {unknown}; known: {sorted(known)}")
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if f.name in values and isinstance(values[f.name], list):
+            values[f.name] = tuple(values[f.name])
+    return cls(**values)
+
+
+@dataclasses.dataclass(frozen=True)
+class LossConfig:
+    """Which cascade loss to train with, and its knobs (defaults: the LCRON authors').
+
+    Attributes:
+      method: loss name for ``models.losses.get``: "lcron" (default), "bce", "icc", "rankflow",
+        "fs_ranknet", "fs_lambdaloss", "arf", "arf_v2".
+      gt_num: number of ground-truth items per request (the largest labels).
+      sort_op: differentiable sort, "neural_sort" or "soft_sort".
+      tau: sort temperature, applied to the models' logits.
+      label_tau: temperature of the near-hard sort of the labels.
+      stage_top_k: per-stage k inside L_e2e / L_single; None means gt_num for every stage
+        (the authors' choice), otherwise one k per stage, first stage first.
+      use_e2e: include L_e2e (ablation switch).
+      use_single: include the per-stage L_single terms (ablation switch).
+      weighting: "uwl" (learnable uncertainty weights, Kendall et al. 2018) or "fixed".
+      fixed_weights: per-stage weights of L_single when weighting == "fixed".
+    """
+
+    method: str = "lcron"
+    gt_num: int = 10
+    sort_op: str = "neural_sort"
+    tau: float = 50.0
+    label_tau: float = 1e-3
+    stage_top_k: tuple[int, ...] | None = None
+    use_e2e: bool = True
+    use_single: bool = True
+    weighting: str = "uwl"
+    fixed_weights: tuple[float, ...] = (1.0, 1.0)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any] | None) -> LossConfig:
+        return _from_dict(cls, values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class MetricConfig:
+    """Cut-offs of the cascade metric Recall@gt_num@k1@k2 (the paper: 10 of 40, keep 30 then 20)."""
+
+    gt_num: int = 10
+    k1: int = 30
+    k2: int = 20
+    ndcg_k: int = 10
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any] | None) -> MetricConfig:
+        return _from_dict(cls, values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

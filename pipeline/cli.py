@@ -1,0 +1,55 @@
+"""The ``lcron`` command line: one entry point, one subcommand per job.
+
+Subcommand modules are imported only when their subcommand runs, so ``lcron --help`` stays fast
+(importing TFX alone takes ~16 s). Each module exposes ``add_arguments(parser)`` and
+``run(args) -> int``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# subcommand -> (module, one-line help)
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "simulate": ("simulator.cli", "write simulated RecFlow-schema logs (Parquet/CSV) for D days"),
+    "ingest": ("components.recflow_example_gen.cli", "run the Beam ingestion standalone"),
+    "run": ("pipeline.run_command", "run the whole TFX pipeline locally (LocalDagRunner)"),
+    "serve": ("serving.cli", "serve the cascade over HTTP (in process or via TF Serving)"),
+    "experiment": ("experiments.cli", "compare loss methods on simulated logs"),
+    "bench": ("pipeline.bench_command", "run a benchmark script from benchmarks/"),
+}
+
+
+def _build_parser(selected: str | None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lcron",
+        description="Train a retrieval + ranking cascade as one network (LCRON) with TFX.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, help_text) in SUBCOMMANDS.items():
+        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        if name == selected:
+            module = importlib.import_module(module_name)
+            module.add_arguments(sub)
+            sub.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    selected = next((a for a in argv if not a.startswith("-")), None)
+    if selected not in SUBCOMMANDS:
+        selected = None
+    parser = _build_parser(selected)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    return int(args._module.run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
