@@ -1,0 +1,92 @@
+"""``lcron ingest`` (multi-process DirectRunner), day splits and the curated schema."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from components.recflow_example_gen import schema, splits
+from models import features
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_day_splits_keep_the_test_day_apart() -> None:
+    config = splits.day_splits([0, 1, 2], [3])
+    assert splits.split_patterns(config) == {
+        "train": "day_00/*,day_01/*,day_02/*",
+        "eval": "day_03/*",
+    }
+    with pytest.raises(ValueError, match=r"\[2\]"):
+        splits.day_splits([1, 2], [2])
+    per_day = splits.split_patterns(
+        splits.per_day_splits([4, 5], "all_stage/2024-01-{day:02d}.feather")
+    )
+    assert per_day == {
+        "day_04": "all_stage/2024-01-04.feather",
+        "day_05": "all_stage/2024-01-05.feather",
+    }
+
+
+def test_curated_schema_file_is_the_generated_one() -> None:
+    assert (ROOT / "data" / "schema.pbtxt").read_text() == schema.schema_text()
+    built = schema.build_schema(12)
+    shapes = {f.name: f.shape.dim[0].size for f in built.feature}
+    assert shapes["video_id"] == 12 and shapes["user_id"] == 1
+    assert shapes["seq_video_id"] == features.SEQ_LEN
+    serving_absent = {f.name for f in built.feature if "SERVING" in f.not_in_environment}
+    assert serving_absent == {"stage", "rank_index", "label", "feedback_label"}
+
+
+@pytest.mark.slow
+def test_lcron_ingest_runs_multi_process_and_writes_stats(
+    logs, log_dir: Path, tmp_path: Path
+) -> None:
+    from pipeline.cli import main
+
+    # One malformed row: a duplicate of day 1's first row.
+    frame = logs.make_log(3, 1, first_request=100)
+    frame = frame.iloc[[*range(len(frame)), 0]]
+    logs.write_log(frame, log_dir / "day_01" / "part-0.parquet")
+    out = tmp_path / "out"
+    code = main(
+        [
+            "ingest",
+            "--data",
+            str(log_dir),
+            "--out",
+            str(out),
+            "--train-days",
+            "0",
+            "1",
+            "--eval-days",
+            "2",
+        ]
+    )
+    assert code == 0
+    stats = json.loads((out / "stats.json").read_text())
+    per_request = sum(logs.GROUP_COUNTS.values())
+    assert stats["rows_read"] == 9 * per_request + 1
+    assert stats["rows_dead_lettered"] == 1
+    assert stats["dead_letter_reasons"] == {"duplicate:video_id": 1}
+    assert stats["requests_written"] == 9
+    assert stats["splits"]["train"]["requests_written"] == 6
+    beyond = logs.GROUP_COUNTS["rank_pos"] - 10
+    assert stats["not_in_examples_reasons"] == {"beyond_group_size:rank_pos": 9 * beyond}
+    assert sorted(p.name for p in (out / "examples").iterdir()) == ["Split-eval", "Split-train"]
+    letters = list((out / "dead_letters" / "Split-train").glob("*.jsonl"))
+    assert sum(len(p.read_text().splitlines()) for p in letters) == 1
+
+
+def test_lcron_ingest_rejects_a_bad_split_argument(log_dir: Path, tmp_path: Path, capsys) -> None:
+    import argparse
+
+    from components.recflow_example_gen import cli
+
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    args = parser.parse_args(["--data", str(log_dir), "--out", str(tmp_path), "--split", "oops"])
+    assert cli.run(args) == 2
+    assert "NAME=GLOBS" in capsys.readouterr().err

@@ -1,0 +1,131 @@
+"""One request -> one list-wise example: selection, order, labels, padding, late dead letters."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import tensorflow as tf
+
+from components.recflow_example_gen import listwise, rows
+from models import features
+
+GROUP = listwise.ListConfig().resolved_group_size
+
+
+def _chunks(frame, source="f.parquet"):
+    table = pa.table({c: pa.array(frame[c].tolist(), from_pandas=False) for c in frame.columns})
+    validated = rows.validate_table(table, source, 0, rows.ValidationConfig())
+    assert validated.dead_letters == []
+    return [chunk for _, chunk in rows.split_by_request(validated)]
+
+
+def _parse(example: bytes, list_size: int = features.LIST_SIZE) -> dict[str, np.ndarray]:
+    spec = listwise.example_feature_spec(list_size)
+    return {k: v.numpy() for k, v in tf.io.parse_single_example(example, spec).items()}
+
+
+def test_graded_label_is_the_papers() -> None:
+    # rank_pos: 3 + (10 - rank_index) / 10; the negatives: their stage code.
+    assert listwise.graded_label("rank_pos", 0, 10) == 4.0
+    assert listwise.graded_label("rank_pos", 9, 10) == pytest.approx(3.1)
+    assert listwise.graded_label("rank_pos", 12, 10) == 3.0  # past the group: no bonus
+    assert [
+        listwise.graded_label(g, -1, 10) for g in ("rank_neg", "coarse_neg", "prerank_neg")
+    ] == [
+        2.0,
+        1.0,
+        0.0,
+    ]
+
+
+def test_example_holds_each_group_best_first_then_padding(logs) -> None:
+    frame = logs.make_log(1)  # 12 rank_pos (written in reverse), 3 rank_neg, 2 coarse, 1 prerank
+    result = listwise.build_request(0, _chunks(frame), listwise.ListConfig())
+    ex = _parse(result.example)
+    real = GROUP + 3 + 2 + 1
+    vid = logs.video_id
+    expected_videos = (
+        [vid(0, "rank_pos", j) for j in range(GROUP)]
+        + [vid(0, "rank_neg", j) for j in range(3)]
+        + [vid(0, "coarse_neg", j) for j in range(2)]
+        + [vid(0, "prerank_neg", 0)]
+    )
+    np.testing.assert_array_equal(ex["video_id"][:real], expected_videos)
+    np.testing.assert_array_equal(ex["mask"], [1] * real + [0] * (40 - real))
+    np.testing.assert_array_equal(ex["stage"][:real], [3] * GROUP + [2] * 3 + [1] * 2 + [0])
+    np.testing.assert_array_equal(ex["stage"][real:], features.PAD_ID)
+    expected_labels = [3 + (GROUP - j) / GROUP for j in range(GROUP)] + [2] * 3 + [1] * 2 + [0]
+    np.testing.assert_allclose(ex["label"][:real], expected_labels, rtol=1e-6)
+    np.testing.assert_array_equal(ex["label"][real:], 0.0)
+    np.testing.assert_array_equal(ex["rank_index"][:real], [*range(GROUP), 10, 11, 12, -1, -1, -1])
+    # Exposed: the three best rank_pos; the best one effectively viewed.
+    np.testing.assert_array_equal(ex["feedback_label"][:4], [1, 0, 0, 0])
+    # Padding: ids PAD_ID, times 0; context from the request; zeros kept (gender 0).
+    assert (ex["author_id"][real:] == features.PAD_ID).all()
+    assert (ex["upload_timestamp"][real:] == 0).all() and (ex["duration"][real:] == 0).all()
+    assert ex["gender"].tolist() == [0] and ex["user_id"].tolist() == [0]
+    assert ex["request_timestamp"].tolist() == [logs.BASE_TS]
+    np.testing.assert_array_equal(ex["seq_video_id"][:2], [7, features.PAD_ID])
+    assert result.counts["rows_in_examples"] == real
+    assert result.counts["not_in_examples:beyond_group_size:rank_pos"] == 12 - GROUP
+    assert result.counts["requests_written"] == 1
+
+
+def test_feedback_label_mode_labels_exposed_effective_views(logs) -> None:
+    frame = logs.make_log(1)
+    config = listwise.ListConfig(label_mode="feedback")
+    ex = _parse(listwise.build_request(0, _chunks(frame), config).example)
+    np.testing.assert_array_equal(ex["label"], ex["feedback_label"])
+    assert ex["label"].sum() == 1.0 and ex["label"][0] == 1.0
+
+
+def test_list_and_group_size_are_configurable(logs) -> None:
+    frame = logs.make_log(1)
+    config = listwise.ListConfig(list_size=12, group_size=2)
+    ex = _parse(listwise.build_request(0, _chunks(frame), config).example, 12)
+    np.testing.assert_array_equal(ex["stage"], [3, 3, 2, 2, 1, 1, 0, -1, -1, -1, -1, -1])
+    np.testing.assert_allclose(ex["label"][:2], [4.0, 3.5])  # 3 + (2 - r) / 2
+    with pytest.raises(ValueError, match="exceeds list_size"):
+        listwise.ListConfig(list_size=12, group_size=4)
+    with pytest.raises(ValueError, match="label_mode"):
+        listwise.ListConfig(label_mode="clicks")
+
+
+def test_rows_spread_over_chunks_give_the_same_example(logs) -> None:
+    frame = logs.make_log(1)
+    whole = listwise.build_request(0, _chunks(frame), listwise.ListConfig()).example
+    halves = _chunks(frame.iloc[::2], "a.parquet") + _chunks(frame.iloc[1::2], "b.parquet")
+    split = listwise.build_request(0, reversed(halves), listwise.ListConfig()).example
+    assert _parse(split)["video_id"].tolist() == _parse(whole)["video_id"].tolist()
+
+
+def test_second_copy_of_a_row_is_a_dead_letter(logs) -> None:
+    frame = logs.make_log(1)
+    doubled = frame.iloc[[*range(len(frame)), 5]].reset_index(drop=True)
+    result = listwise.build_request(0, _chunks(doubled), listwise.ListConfig())
+    assert [(d["kind"], d["field"], d["row"]) for d in result.dead_letters] == [
+        ("duplicate", "video_id", len(frame))
+    ]
+    assert "f.parquet:5" in result.dead_letters[0]["reason"]
+    assert result.counts["rows_dead_lettered"] == 1
+    assert _parse(result.example)["video_id"].tolist().count(frame.at[5, "video_id"]) == 1
+
+
+def test_row_disagreeing_with_its_request_context_is_a_dead_letter(logs) -> None:
+    frame = logs.make_log(1)
+    frame.at[3, "user_id"] = 42
+    result = listwise.build_request(0, _chunks(frame), listwise.ListConfig())
+    letter = result.dead_letters[0]
+    assert (letter["kind"], letter["field"], letter["row"]) == ("context_mismatch", "user_id", 3)
+    assert letter["record"]["user_id"] == 42
+    assert _parse(result.example)["user_id"].tolist() == [0]  # the majority's
+
+
+def test_request_without_ground_truth_writes_no_example(logs) -> None:
+    frame = logs.make_log(1, group_counts={"rank_neg": 2, "coarse_neg": 1})
+    result = listwise.build_request(0, _chunks(frame), listwise.ListConfig())
+    assert result.example is None
+    assert result.counts["requests_without_ground_truth"] == 1
+    assert result.counts["not_in_examples:request_without_ground_truth"] == 3
+    assert result.counts["rows_not_in_examples"] == 3
