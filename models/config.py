@@ -42,6 +42,9 @@ class LossConfig:
       use_single: include the per-stage L_single terms (ablation switch).
       weighting: "uwl" (learnable uncertainty weights, Kendall et al. 2018) or "fixed".
       fixed_weights: per-stage weights of L_single when weighting == "fixed".
+      stage_keep: how many items each stage passes downstream, first stage first (RecFlow:
+        30 then 20); the cut-offs of the baselines that need them (RankFlow, ARF, ARF-v2).
+      distill_weight: RankFlow's weight of the distillation from the downstream stage.
     """
 
     method: str = "lcron"
@@ -54,6 +57,8 @@ class LossConfig:
     use_single: bool = True
     weighting: str = "uwl"
     fixed_weights: tuple[float, ...] = (1.0, 1.0)
+    stage_keep: tuple[int, ...] = (30, 20)
+    distill_weight: float = 1.0
 
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None) -> LossConfig:

@@ -1,0 +1,64 @@
+"""Cascade losses: LCRON (Wang et al., ICML 2025) and the paper's baselines, as Keras layers.
+
+Public API:
+  get(config, num_stages) -> CascadeLoss     the loss layer named by ``LossConfig.method``
+  lcron_loss_terms(...)                      LCRON's three terms for two stages (functional)
+  lcron_cascade_terms(...)                   the same for any number of stages
+  neural_sort / soft_sort                    relaxed permutation matrices
+  ground_truth_indicator / top_k_indicator   hard selections (deterministic ties)
+
+Modules: ``sorting`` (differentiable sorts), ``targets`` (ground truth), ``lcron`` (LCRON terms
+and layer), ``baselines`` (BCE, ICC, RankFlow, FS-RankNet, FS-LambdaLoss, ARF, ARF-v2),
+``registry`` (``get``), ``base`` (the ``CascadeLoss`` interface).
+"""
+
+from models.losses.base import CascadeLoss
+from models.losses.baselines import (
+    ArfLoss,
+    ArfV2Loss,
+    BceLoss,
+    FsLambdaLossLoss,
+    FsRankNetLoss,
+    IccLoss,
+    RankFlowLoss,
+)
+from models.losses.lcron import (
+    LcronLoss,
+    end_to_end_loss,
+    keep_and_drop_probabilities,
+    lcron_cascade_terms,
+    lcron_loss_terms,
+    single_stage_loss,
+    survival_lower_bound,
+    survival_lower_bound_from_perms,
+)
+from models.losses.registry import LOSSES, get
+from models.losses.sorting import neural_sort, permutation_matrix, soft_sort
+from models.losses.targets import ground_truth_indicator, stage_names, top_k_indicator
+
+__all__ = [
+    "LOSSES",
+    "ArfLoss",
+    "ArfV2Loss",
+    "BceLoss",
+    "CascadeLoss",
+    "FsLambdaLossLoss",
+    "FsRankNetLoss",
+    "IccLoss",
+    "LcronLoss",
+    "RankFlowLoss",
+    "end_to_end_loss",
+    "get",
+    "ground_truth_indicator",
+    "keep_and_drop_probabilities",
+    "lcron_cascade_terms",
+    "lcron_loss_terms",
+    "neural_sort",
+    "permutation_matrix",
+    "single_stage_loss",
+    "soft_sort",
+    "stage_names",
+    "survival_lower_bound",
+    "survival_lower_bound_from_perms",
+    "top_k_indicator",
+]

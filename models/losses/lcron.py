@@ -1,0 +1,321 @@
+"""LCRON's loss terms as plain functions over tensors (Wang et al., ICML 2025, arXiv 2503.09492).
+
+Notation, per request (shapes [batch, list_size] unless said otherwise):
+  P_s     relaxed permutation matrix of stage s's logits, [batch, list_size, list_size]
+          (``models.losses.sorting``; padding never wins a rank), rows = ranks.
+  c_s,i   = sum_j P_s[j, i], the column sum, held constant (``tf.stop_gradient``).
+  p_s(i)  = sum_{j<=k_s} P_s[j, i] / (c_s,i + 1e-6)   stage s keeps i in its top-k_s.
+  r_s(i)  = sum_{j>k_s}  P_s[j, i] / (c_s,i + 1e-6)   stage s drops i (1 - p_s(i) in value).
+  y_i     = 1 for the gt_num valid items with the largest labels, m_i the 0/1 mask.
+
+  L_single,s = mean_b [n_b > k_s] mean_i m_i (-y_i log(p_s(i) + eps) - (1-y_i) log(r_s(i) + eps))
+  L_e2e      = mean_b mean_i m_i (-y_i log(q_i + eps) - (1 - y_i) log(1 - q'_i + eps))
+  with q_i = prod_s p_s(i) (the paper's lower bound of the probability that i survives the
+  cascade, eq. 5) and q'_i = prod_s (1 - r_s(i)).
+
+q' equals q in value but not in gradient (c is held constant and the columns of P are not
+normalised, so d(1 - r)/dP differs from dp/dP); the authors' code computes the negative part this
+way and the paper's numbers come from it, so we do too. "mean_i" is over the list axis
+(padding counts as a zero term), as in the authors' code; eps = 1e-6.
+
+The authors use k_s = gt_num for every stage inside these terms (not the serving cut-offs 30
+and 20); ``ks`` makes it per stage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import tensorflow as tf
+
+from models.losses import sorting, targets
+from models.losses.base import CascadeLoss
+
+EPS = 1e-6
+
+
+def keep_and_drop_probabilities(perm: tf.Tensor, k: int) -> tuple[tf.Tensor, tf.Tensor]:
+    """(p, r): a stage's probability to keep each item in its top-k, and to drop it.
+
+    Args:
+      perm: [batch, list_size, list_size] relaxed permutation matrix, rows = ranks.
+      k: the stage's cut-off.
+
+    Returns:
+      Two [batch, list_size] tensors: ``sum_{j<=k} P[j, i] / (c_i + eps)`` and
+      ``sum_{j>k} P[j, i] / (c_i + eps)`` with ``c_i = sum_j P[j, i]`` held constant.
+    """
+    column_sum = tf.stop_gradient(tf.reduce_sum(perm, axis=-2))
+    denom = column_sum + EPS
+    keep = tf.reduce_sum(perm[:, :k, :], axis=-2) / denom
+    drop = tf.reduce_sum(perm[:, k:, :], axis=-2) / denom
+    return keep, drop
+
+
+def _prepare(labels: tf.Tensor, mask: tf.Tensor, dtype: tf.DType) -> tuple[tf.Tensor, tf.Tensor]:
+    mask_f = tf.cast(mask, dtype)
+    return tf.cast(labels, dtype), mask_f
+
+
+def single_stage_loss(
+    perm: tf.Tensor, ground_truth: tf.Tensor, mask: tf.Tensor, k: int
+) -> tf.Tensor:
+    """L_single of one stage (scalar): relaxed top-k cross-entropy against the ground truth.
+
+    Args:
+      perm: [batch, list_size, list_size] the stage's relaxed permutation matrix.
+      ground_truth: [batch, list_size] 0/1 y.
+      mask: [batch, list_size] 0/1 float.
+      k: the stage's k; requests with no more than k valid items contribute 0.
+    """
+    keep, drop = keep_and_drop_probabilities(perm, k)
+    per_item = -tf.math.log(keep + EPS) * ground_truth - tf.math.log(drop + EPS) * (
+        1.0 - ground_truth
+    )
+    per_request = tf.reduce_mean(per_item * mask, axis=-1)
+    enough = tf.cast(tf.reduce_sum(mask, axis=-1) > float(k), per_request.dtype)
+    return tf.reduce_mean(per_request * enough)
+
+
+def end_to_end_loss(
+    perms: Sequence[tf.Tensor], ground_truth: tf.Tensor, mask: tf.Tensor, ks: Sequence[int]
+) -> tf.Tensor:
+    """L_e2e (scalar): cross-entropy of the cascade's survival lower bound against y.
+
+    Args:
+      perms: one [batch, list_size, list_size] permutation matrix per stage, first stage first.
+      ground_truth: [batch, list_size] 0/1 y.
+      mask: [batch, list_size] 0/1 float.
+      ks: one k per stage.
+    """
+    q = 1.0
+    q_neg = 1.0
+    for perm, k in zip(perms, ks, strict=True):
+        keep, drop = keep_and_drop_probabilities(perm, k)
+        q = q * keep
+        q_neg = q_neg * (1.0 - drop)
+    # 1 - q' >= 0 up to rounding; the clip keeps log's argument positive for any rounding.
+    per_item = -tf.math.log(q + EPS) * ground_truth - tf.math.log(
+        tf.maximum(1.0 - q_neg, 0.0) + EPS
+    ) * (1.0 - ground_truth)
+    return tf.reduce_mean(tf.reduce_mean(per_item * mask, axis=-1))
+
+
+def survival_lower_bound_from_perms(perms: Sequence[tf.Tensor], ks: Sequence[int]) -> tf.Tensor:
+    """q_i = prod_s p_s(i), [batch, list_size], from one permutation matrix per stage.
+
+    With exact top-k probabilities (e.g. the expected permutation matrix of a Plackett-Luce
+    model) this is the paper's lower bound of the probability that i survives the cascade
+    (eq. 5): being in stage s's top-k_s of the whole list implies being in its top-k_s of what
+    reaches it.
+    """
+    q = 1.0
+    for perm, k in zip(perms, ks, strict=True):
+        q = q * keep_and_drop_probabilities(perm, k)[0]
+    return q
+
+
+def survival_lower_bound(
+    stage_logits: Sequence[tf.Tensor],
+    mask: tf.Tensor,
+    ks: Sequence[int],
+    *,
+    sort_op: str = sorting.NEURAL_SORT,
+    tau: float = 50.0,
+) -> tf.Tensor:
+    """q_i of L_e2e's positive part, [batch, list_size], from the stages' logits."""
+    mask = tf.cast(mask, tf.float32)
+    perms = [sorting.permutation_matrix(s, mask, sort_op=sort_op, tau=tau) for s in stage_logits]
+    return survival_lower_bound_from_perms(perms, ks) * mask
+
+
+def lcron_cascade_terms(
+    stage_logits: Sequence[tf.Tensor],
+    labels: tf.Tensor,
+    mask: tf.Tensor,
+    *,
+    gt_num: int = 10,
+    ks: Sequence[int] | None = None,
+    sort_op: str = sorting.NEURAL_SORT,
+    tau: float = 50.0,
+) -> dict[str, tf.Tensor]:
+    """LCRON's terms for a cascade of any number of stages.
+
+    Args:
+      stage_logits: one [batch, list_size] float tensor per stage, first (retrieval) first.
+      labels: [batch, list_size] graded labels (ground truth = the gt_num largest).
+      mask: [batch, list_size] 0/1, any numeric dtype.
+      gt_num: size of the ground-truth set.
+      ks: per-stage k inside the terms; None means gt_num for every stage (the authors').
+      sort_op: "neural_sort" or "soft_sort".
+      tau: temperature of the sort on the logits.
+
+    Returns:
+      {"l_e2e": scalar, "l_single_<stage name>": scalar per stage}; names from
+      ``targets.stage_names`` ("retrieval", ..., "ranking").
+    """
+    if ks is None:
+        ks = (gt_num,) * len(stage_logits)
+    if len(ks) != len(stage_logits):
+        raise ValueError(f"got {len(stage_logits)} stages but {len(ks)} per-stage k: {tuple(ks)}")
+    stage_logits = [tf.cast(s, tf.float32) for s in stage_logits]
+    labels, mask_f = _prepare(labels, mask, tf.float32)
+    y = targets.ground_truth_indicator(labels, mask_f, gt_num)
+    perms = [sorting.permutation_matrix(s, mask_f, sort_op=sort_op, tau=tau) for s in stage_logits]
+    terms = {"l_e2e": end_to_end_loss(perms, y, mask_f, ks)}
+    for name, perm, k in zip(targets.stage_names(len(perms)), perms, ks, strict=True):
+        terms[f"l_single_{name}"] = single_stage_loss(perm, y, mask_f, k)
+    return terms
+
+
+def lcron_loss_terms(
+    retrieval_logits: tf.Tensor,
+    ranking_logits: tf.Tensor,
+    labels: tf.Tensor,
+    mask: tf.Tensor,
+    *,
+    gt_num: int = 10,
+    sort_op: str = sorting.NEURAL_SORT,
+    tau: float = 50.0,
+) -> dict[str, tf.Tensor]:
+    """LCRON's terms for the two-stage cascade (k = gt_num in both stages, the authors' choice).
+
+    Args:
+      retrieval_logits: [batch, list_size] first-stage logits.
+      ranking_logits: [batch, list_size] second-stage logits.
+      labels: [batch, list_size] graded labels.
+      mask: [batch, list_size] 0/1, any numeric dtype.
+      gt_num: size of the ground-truth set (and k of both stages).
+      sort_op: "neural_sort" or "soft_sort".
+      tau: temperature of the sort on the logits.
+
+    Returns:
+      {"l_single_retrieval", "l_single_ranking", "l_e2e"}: scalar float32 tensors.
+
+    Example:
+      >>> terms = lcron_loss_terms(tf.random.normal([4, 40]), tf.random.normal([4, 40]),
+      ...                          labels, tf.ones([4, 40]))
+      >>> total = terms["l_e2e"] + terms["l_single_retrieval"] + terms["l_single_ranking"]
+    """
+    return lcron_cascade_terms(
+        [retrieval_logits, ranking_logits], labels, mask, gt_num=gt_num, sort_op=sort_op, tau=tau
+    )
+
+
+UWL = "uwl"
+FIXED = "fixed"
+
+
+@tf.keras.utils.register_keras_serializable(package="lcron")
+class LcronLoss(CascadeLoss):
+    """LCRON: L_e2e plus per-stage L_single, combined with uncertainty weights.
+
+    Total (paper eq. 9, Kendall et al. 2018 uncertainty weighting):
+      loss = L_e2e + sum_s (0.5 / w_s^2) L_single,s + sum_s log |w_s|
+    with trainable scalars w_s initialised to 1 (``log |w|`` is ``log w`` for w > 0 and keeps
+    the term finite if an optimiser step makes w negative). ``weighting="fixed"`` uses
+    ``loss = L_e2e + sum_s fixed_weights[s] * L_single,s`` instead. ``use_e2e`` / ``use_single``
+    switch the terms off for ablations (the authors' "w/o L_e2e", "w/o L_single").
+
+    Args:
+      num_stages: stages in the cascade (2: retrieval, ranking).
+      gt_num: size of the ground-truth set.
+      sort_op: "neural_sort" (authors' default) or "soft_sort".
+      tau: sort temperature on the logits (authors: 50).
+      stage_top_k: per-stage k inside the terms; None means gt_num everywhere.
+      use_e2e: include L_e2e.
+      use_single: include the L_single terms.
+      weighting: "uwl" or "fixed".
+      fixed_weights: per-stage L_single weights for "fixed".
+
+    Returned terms: "loss", "l_e2e", "l_single_<stage>", and "uwl_w_<stage>" under "uwl".
+    """
+
+    method = "lcron"
+
+    def __init__(
+        self,
+        num_stages: int = 2,
+        gt_num: int = 10,
+        sort_op: str = sorting.NEURAL_SORT,
+        tau: float = 50.0,
+        stage_top_k: Sequence[int] | None = None,
+        use_e2e: bool = True,
+        use_single: bool = True,
+        weighting: str = UWL,
+        fixed_weights: Sequence[float] = (1.0, 1.0),
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(num_stages=num_stages, gt_num=gt_num, **kwargs)
+        if sort_op not in sorting.SORT_OPS:
+            raise ValueError(
+                f"LcronLoss: sort_op must be one of {sorting.SORT_OPS}, got {sort_op!r}"
+            )
+        if tau <= 0:
+            raise ValueError(f"LcronLoss: tau must be > 0, got {tau}")
+        if not (use_e2e or use_single):
+            raise ValueError("LcronLoss: use_e2e and use_single cannot both be False")
+        if weighting not in (UWL, FIXED):
+            raise ValueError(f"LcronLoss: weighting must be 'uwl' or 'fixed', got {weighting!r}")
+        if stage_top_k is not None and len(stage_top_k) != self.num_stages:
+            raise ValueError(
+                f"LcronLoss: stage_top_k needs one k per stage ({self.num_stages}), "
+                f"got {tuple(stage_top_k)}"
+            )
+        if weighting == FIXED and use_single and len(fixed_weights) != self.num_stages:
+            raise ValueError(
+                f"LcronLoss: fixed_weights needs one weight per stage ({self.num_stages}), "
+                f"got {tuple(fixed_weights)}"
+            )
+        self.sort_op = sort_op
+        self.tau = float(tau)
+        self.stage_top_k = None if stage_top_k is None else tuple(int(k) for k in stage_top_k)
+        self.use_e2e = bool(use_e2e)
+        self.use_single = bool(use_single)
+        self.weighting = weighting
+        self.fixed_weights = tuple(float(w) for w in fixed_weights)
+        self.uwl_weights: list[tf.Variable] = []
+        if self.use_single and self.weighting == UWL:
+            self.uwl_weights = [
+                self.add_weight(name=f"uwl_w_{name}", shape=(), initializer="ones", trainable=True)
+                for name in self.stage_names
+            ]
+
+    def compute_terms(
+        self, stage_logits: list[tf.Tensor], labels: tf.Tensor, mask: tf.Tensor
+    ) -> dict[str, tf.Tensor]:
+        terms = lcron_cascade_terms(
+            stage_logits,
+            labels,
+            mask,
+            gt_num=self.gt_num,
+            ks=self.stage_top_k,
+            sort_op=self.sort_op,
+            tau=self.tau,
+        )
+        total = terms["l_e2e"] if self.use_e2e else tf.constant(0.0)
+        if self.use_single:
+            for s, name in enumerate(self.stage_names):
+                single = terms[f"l_single_{name}"]
+                if self.weighting == UWL:
+                    w_sq = tf.square(self.uwl_weights[s])
+                    total = total + 0.5 / w_sq * single + 0.5 * tf.math.log(w_sq)
+                    terms[f"uwl_w_{name}"] = tf.identity(self.uwl_weights[s])
+                else:
+                    total = total + self.fixed_weights[s] * single
+        terms["loss"] = total
+        return terms
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(
+            sort_op=self.sort_op,
+            tau=self.tau,
+            stage_top_k=self.stage_top_k,
+            use_e2e=self.use_e2e,
+            use_single=self.use_single,
+            weighting=self.weighting,
+            fixed_weights=self.fixed_weights,
+        )
+        return config
