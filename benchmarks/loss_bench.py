@@ -6,11 +6,12 @@ stages' logits inside one ``tf.function``; after a warm-up call, the median of `
 timed calls, and the LCRON / BCE ratio; then LCRON and BCE again under XLA
 (``tf.function(jit_compile=True)``), which the losses support.
 
-Part 2: LCRON alone at list sizes ``--scaling-sizes`` (default 40, 100, 200, 500) on a batch of
-``--scaling-batch``: median time and the peak tensor memory of a step. Each size
-runs in a fresh subprocess with TensorFlow's BFC allocator on the CPU, whose statistics give
-the peak tensor memory of the timed calls. LCRON's NeuralSort holds several [batch, n, n]
-tensors per stage, so memory grows with n^2.
+Part 2: LCRON at list sizes ``--scaling-sizes`` (default 40, 100, 200, 500) on a batch of
+``--scaling-batch``: median time and the peak tensor memory of a step, and BCE's median time
+at the same size with the LCRON / BCE ratio. Each size runs in a fresh subprocess with
+TensorFlow's BFC allocator on the CPU, whose statistics give the peak tensor memory of LCRON's
+timed calls. LCRON's NeuralSort holds several [batch, n, n] tensors per stage, so memory grows
+with n^2.
 
 CPU only (``CUDA_VISIBLE_DEVICES`` is cleared), so figures are comparable across machines of the
 project; the default run takes about 2 minutes on 2 cores.
@@ -85,12 +86,13 @@ def _median_seconds(step, labels, mask, repeats: int) -> float:
 
 
 def _one_size(batch: int, list_size: int, repeats: int) -> dict[str, float]:
-    """LCRON at one list size, in this process: median seconds and peak tensor memory (MiB).
+    """LCRON at one list size, in this process: median seconds and peak tensor memory (MiB),
+    and BCE's median seconds at the same size for the ratio.
 
     Memory comes from TensorFlow's own allocator statistics, which exist on CPU when the BFC
     allocator is on (``TF_CPU_ALLOCATOR_USE_BFC``, set by the parent for this process); the
-    peak is reset after the tracing / warm-up call, so it is the peak of the timed steps
-    (inputs and variables included, a few MiB).
+    peak is reset after the tracing / warm-up call, so it is the peak of LCRON's timed steps
+    (inputs and variables included, a few MiB). BCE is timed after LCRON's peak is read.
     """
     import tensorflow as tf
 
@@ -100,7 +102,13 @@ def _one_size(batch: int, list_size: int, repeats: int) -> dict[str, float]:
     tf.config.experimental.reset_memory_stats("CPU:0")
     seconds = _median_seconds(step, labels, mask, repeats)
     peak = tf.config.experimental.get_memory_info("CPU:0")["peak"] / 2**20
-    return {"list_size": list_size, "seconds": seconds, "peak_mib": peak}
+    bce_seconds = _median_seconds(_step_fn("bce", stages), labels, mask, repeats)
+    return {
+        "list_size": list_size,
+        "seconds": seconds,
+        "peak_mib": peak,
+        "bce_seconds": bce_seconds,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -151,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(
         f"LCRON as the list grows, batch {args.scaling_batch}, median of {args.scaling_repeats}"
-        " (peak tensor memory of a step, fresh process per size)"
+        " (peak tensor memory of an LCRON step, BCE time for the ratio, fresh process per size)"
     )
     scaling = []
     for size in args.scaling_sizes:
@@ -174,7 +182,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         row = json.loads(out.stdout.strip().splitlines()[-1])
         scaling.append(row)
-        print(f"  list {size:>4}: {row['seconds'] * 1e3:9.1f} ms   peak {row['peak_mib']:8.1f} MiB")
+        print(
+            f"  list {size:>4}: lcron {row['seconds'] * 1e3:9.1f} ms   "
+            f"peak {row['peak_mib']:8.1f} MiB   bce {row['bce_seconds'] * 1e3:7.1f} ms   "
+            f"LCRON / BCE {row['seconds'] / row['bce_seconds']:6.1f}x"
+        )
     if args.json:
         print(json.dumps({"per_method_seconds": per_method, "lcron_scaling": scaling}))
     return 0

@@ -1,11 +1,14 @@
 """LCRON's terms against a NumPy transcription of the issue's formulas, and the Keras layers."""
 
+import json
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from models import losses
 from models.config import LossConfig
+from models.losses import sorting, targets
 
 EPS = 1e-6
 
@@ -131,6 +134,42 @@ def test_e2e_gradient_reaches_both_stages():
         assert np.abs(grad.numpy()).max() > 1e-4
 
 
+def test_e2e_negative_part_has_the_authors_q_prime_gradient():
+    """L_e2e's negative part is -log(1 - q'), q' = prod_s (1 - r_s): q' equals q in value but
+    not in gradient (c is held constant), and the gradient must be q''s, not q's."""
+    rng = np.random.default_rng(7)
+    gt_num, tau = 3, 5.0
+    labels = rng.normal(size=(2, 12)).astype(np.float32)
+    mask = np.ones((2, 12), np.float32)
+    mask[1, 9:] = 0
+    logits = [tf.Variable(rng.normal(size=(2, 12)).astype(np.float32) * 5) for _ in "ab"]
+
+    def reference(negative_form):
+        y = targets.ground_truth_indicator(labels, mask, gt_num)
+        q = q_prime = 1.0
+        for stage in logits:
+            perm = sorting.neural_sort(stage, mask, tau)
+            c = tf.stop_gradient(tf.reduce_sum(perm, -2))
+            q = q * tf.reduce_sum(perm[:, :gt_num], -2) / (c + EPS)
+            q_prime = q_prime * (1.0 - tf.reduce_sum(perm[:, gt_num:], -2) / (c + EPS))
+        negative = q_prime if negative_form == "q_prime" else q
+        item = -tf.math.log(q + EPS) * y - tf.math.log(1.0 - negative + EPS) * (1.0 - y)
+        return tf.reduce_mean(tf.reduce_mean(item * mask, -1))
+
+    def gradient(fn):
+        with tf.GradientTape() as tape:
+            value = fn()
+        return np.concatenate([g.numpy().ravel() for g in tape.gradient(value, logits)])
+
+    ours = gradient(
+        lambda: losses.lcron_loss_terms(*logits, labels, mask, gt_num=gt_num, tau=tau)["l_e2e"]
+    )
+    with_q_prime = gradient(lambda: reference("q_prime"))
+    with_q = gradient(lambda: reference("q"))
+    np.testing.assert_allclose(ours, with_q_prime, rtol=1e-4, atol=1e-6)
+    assert np.abs(with_q - with_q_prime).max() > 1e-3  # the two forms are distinguishable
+
+
 def _plackett_luce_rankings(scores, samples, rng):
     """[samples, n] rankings (best first) drawn from Plackett-Luce(scores) via Gumbel-max."""
     return np.argsort(-(scores + rng.gumbel(size=(samples, len(scores)))), axis=1)
@@ -207,6 +246,38 @@ def _inputs(batch=3, n_list=40, seed=0):
     mask[-1, n_list // 2 :] = 0
     stages = [tf.constant(rng.normal(size=(batch, n_list)), tf.float32) for _ in range(2)]
     return stages, paper_labels(batch)[:, :n_list], mask
+
+
+def test_every_baseline_is_selectable_by_name():
+    assert set(losses.LOSSES) == {
+        "lcron",
+        "bce",
+        "icc",
+        "rankflow",
+        "fs_ranknet",
+        "fs_lambdaloss",
+        "arf",
+        "arf_v2",
+    }
+    assert all(losses.get(LossConfig(method=m)).method == m for m in losses.LOSSES)
+
+
+@pytest.mark.parametrize("method", sorted(losses.LOSSES))
+def test_every_loss_is_finite_for_extreme_logits_and_empty_rows(method):
+    rng = np.random.default_rng(3)
+    mask = np.ones((4, 40), np.float32)
+    mask[1, 25:] = 0
+    mask[2] = 0  # all padding
+    stages = [
+        tf.Variable(rng.choice([-1e4, 1e4], size=(4, 40)).astype(np.float32)),
+        tf.Variable(rng.normal(size=(4, 40)).astype(np.float32) * 1e4),
+    ]
+    layer = losses.get(LossConfig(method=method))
+    with tf.GradientTape() as tape:
+        terms = layer(stages, paper_labels(4), mask)
+    assert all(np.isfinite(v.numpy()) for v in terms.values()), terms
+    for grad in tape.gradient(terms["loss"], stages):
+        assert grad is not None and np.all(np.isfinite(grad.numpy()))
 
 
 @pytest.mark.parametrize("method", sorted(losses.LOSSES))
@@ -312,6 +383,37 @@ def test_serialization_round_trip(method):
         layer(stages, labels, mask)["loss"].numpy(),
         rtol=1e-6,
     )
+
+
+_NON_DEFAULT = {
+    "lcron": LossConfig(
+        weighting="fixed", fixed_weights=(2.0, 3.0), stage_top_k=(12, 6), sort_op="soft_sort"
+    ),
+}
+
+
+@pytest.mark.parametrize("method", [*sorted(losses.LOSSES), "lcron_fixed"])
+def test_json_config_round_trip_and_tf_function(method):
+    """get_config -> JSON -> from_config gives the same layer, which runs in a tf.function
+    with unknown shapes and agrees with the original eagerly."""
+    config = _NON_DEFAULT["lcron"] if method == "lcron_fixed" else LossConfig(method=method)
+    layer = losses.get(config)
+    restored = type(layer).from_config(json.loads(json.dumps(layer.get_config())))
+    assert restored.get_config() == layer.get_config()
+    spec = tf.TensorSpec([None, None], tf.float32)
+
+    @tf.function(input_signature=[spec] * 4)
+    def total(a, b, labels, mask):
+        return restored([a, b], labels, mask)["loss"]
+
+    for n_list in (40, 30):
+        stages, labels, mask = _inputs(n_list=n_list)
+        mask = tf.cast(mask, tf.float32)
+        np.testing.assert_allclose(
+            total(*stages, labels, mask).numpy(),
+            layer(stages, labels, mask)["loss"].numpy(),
+            rtol=1e-5,
+        )
 
 
 def test_uwl_weights_train_with_the_model():

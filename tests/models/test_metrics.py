@@ -1,5 +1,7 @@
 """Cascade metrics: hand-worked values, TF == NumPy, SciPy's Kendall tau, Keras means."""
 
+import json
+
 import numpy as np
 import pytest
 import scipy.stats
@@ -109,6 +111,29 @@ def test_keras_metrics_average_over_defined_requests():
     np.testing.assert_allclose(
         built["retrieval_kendall_tau"].result().numpy(), tau[2:].mean(), 1e-5
     )
+
+
+def test_keras_stage_recall_is_the_function_mean():
+    (s1, _), labels, mask = _random_batch(6)
+    metric = metrics.from_config(MetricConfig(gt_num=4, k1=12, k2=6))["retrieval_recall"]
+    metric.update_state(labels, s1, mask)
+    expected = metrics.stage_recall(s1, labels, mask, 12, 4).numpy()[1:].mean()
+    np.testing.assert_allclose(metric.result().numpy(), expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "metric",
+    [
+        metrics.CascadeRecall(ks=(12, 6), gt_num=4),
+        metrics.StageRecall(k=7, gt_num=3),
+        metrics.NDCG(k=5),
+        metrics.KendallTau(),
+    ],
+    ids=lambda m: type(m).__name__,
+)
+def test_every_keras_metric_round_trips_through_its_config(metric):
+    restored = type(metric).from_config(json.loads(json.dumps(metric.get_config())))
+    assert restored.get_config() == metric.get_config()
 
 
 def test_keras_metrics_serialize_and_work_in_a_graph():
