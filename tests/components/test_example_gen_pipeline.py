@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import tensorflow as tf
 
@@ -44,6 +45,13 @@ def run(tmp_path_factory) -> dict:
         seed=SEED,
         corrupt_fraction=CORRUPT,
     )
+    # Same seed without corruption: exactly the valid rows of the corrupted log.
+    simulate(SimulatorConfig(), tmp / "clean", days=DAYS, requests_per_day=REQUESTS, seed=SEED)
+    with_truth = {}
+    for day in range(DAYS):
+        files = sorted((tmp / "clean").glob(f"day_{day:02d}/*.parquet"))
+        clean = pd.concat(pd.read_parquet(p) for p in files)
+        with_truth[day] = set(clean.loc[clean["rank_pos"] == 1, "request_id"].tolist())
     example_gen = RecFlowExampleGen(
         input_base=str(tmp / "logs"), input_config=day_splits([0, 1], [2])
     ).with_id("RecFlowExampleGen")
@@ -69,7 +77,7 @@ def run(tmp_path_factory) -> dict:
         beam_pipeline_args=["--direct_num_workers=1"],
     )
     tfx.orchestration.LocalDagRunner().run(pipeline)
-    return {"root": root, "manifest": manifest}
+    return {"root": root, "manifest": manifest, "with_truth": with_truth}
 
 
 def _records(pattern: str) -> list[bytes]:
@@ -83,8 +91,12 @@ def test_example_gen_outputs_examples_dead_letters_and_stats(run) -> None:
     examples_dir = _only(str(root / "RecFlowExampleGen" / "examples" / "*"))
     for split, days in (("train", (0, 1)), ("eval", (2,))):
         records = _records(os.path.join(examples_dir, f"Split-{split}", "*.gz"))
-        # The simulator's requests all have ground truth (10 rank_pos rows each).
-        assert len(records) == sum(manifest["per_day"][d]["requests"] for d in days)
+        request_ids = [
+            tf.train.Example.FromString(r).features.feature["request_id"].int64_list.value[0]
+            for r in records
+        ]
+        # One example per request with ground truth (a valid rank_pos row) in the split's days.
+        assert sorted(request_ids) == sorted(set().union(*(run["with_truth"][d] for d in days)))
     stats = json.loads(
         Path(_only(str(root / "RecFlowExampleGen/ingest_stats/*/stats.json"))).read_text()
     )
