@@ -83,3 +83,91 @@ class MetricConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Sizes of the two stages (defaults: small, as the paper's 8-dim embeddings).
+
+    Attributes:
+      embedding_dim: size of every id embedding (both stages own their tables).
+      retrieval_hidden: hidden layer widths of each retrieval tower's MLP.
+      retrieval_output_dim: size of the query and candidate embeddings.
+      retrieval_temperature: the retrieval score is <query, candidate> / temperature.
+      ranking_hidden: hidden layer widths of the ranking stage's MLP head.
+      attention_dim: width of the ranking stage's target-attention projections.
+      top_k: K of the retrieval SavedModel's ``serving_default`` (fixed at export).
+    """
+
+    embedding_dim: int = 8
+    retrieval_hidden: tuple[int, ...] = (32,)
+    retrieval_output_dim: int = 16
+    retrieval_temperature: float = 1.0
+    ranking_hidden: tuple[int, ...] = (64, 32)
+    attention_dim: int = 16
+    top_k: int = 100
+
+    def __post_init__(self) -> None:
+        for name in ("embedding_dim", "retrieval_output_dim", "attention_dim", "top_k"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"ModelConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.retrieval_temperature <= 0:
+            raise ValueError("ModelConfig.retrieval_temperature must be > 0")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any] | None) -> ModelConfig:
+        return _from_dict(cls, values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+DISTRIBUTION_STRATEGIES: tuple[str, ...] = (
+    "default",
+    "mirrored",
+    "multi_worker_mirrored",
+    "parameter_server",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainerConfig:
+    """How the cascade is trained.
+
+    Attributes:
+      batch_size: requests per batch (the paper: 1024).
+      learning_rate: Adam's learning rate.
+      train_steps: total optimizer steps; the Trainer's TrainArgs.num_steps wins when set.
+      steps_per_epoch: steps between two evaluations of the eval split (and TensorBoard points).
+      eval_steps: batches of the eval split per evaluation; None: the whole split.
+      shuffle_buffer: requests in the shuffle buffer of the training input.
+      distribution: tf.distribute strategy, one of ``DISTRIBUTION_STRATEGIES``; "default" is
+        the default strategy (one device), the others read the cluster from TF_CONFIG.
+      seed: seed of the weights' initialisation and of the input shuffling.
+    """
+
+    batch_size: int = 256
+    learning_rate: float = 0.005
+    train_steps: int = 600
+    steps_per_epoch: int = 100
+    eval_steps: int | None = None
+    shuffle_buffer: int = 4096
+    distribution: str = "default"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "train_steps", "steps_per_epoch"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"TrainerConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.distribution not in DISTRIBUTION_STRATEGIES:
+            raise ValueError(
+                f"TrainerConfig.distribution: unknown strategy {self.distribution!r};"
+                f" known: {list(DISTRIBUTION_STRATEGIES)}"
+            )
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any] | None) -> TrainerConfig:
+        return _from_dict(cls, values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

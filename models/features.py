@@ -161,7 +161,20 @@ REQUEST_HOUR: Final[str] = "request_hour"
 REQUEST_DAY_OF_WEEK: Final[str] = "request_day_of_week"
 ITEM_AGE: Final[str] = "item_age_log_hours"
 DURATION_LOG: Final[str] = "duration_log"
+# Upload time of an item as a z-score over the analyzed split (float32 [list_size], 0 for
+# padding): absolute, so the retrieval candidate tower's embedding does not depend on the request.
+UPLOAD_TIME: Final[str] = "upload_time_z"
 SEQ_MASK: Final[str] = "seq_mask"  # float32 [SEQ_LEN]: 1 where the sequence has an item
+
+
+def raw_passthrough_name(name: str) -> str:
+    """Transform output carrying the raw (untransformed) value of an item feature.
+
+    The Trainer builds the item table "known at training time" (retrieval's top-K corpus and
+    ranking's item lookup) from these columns of the transformed examples.
+    """
+    return transformed_name(f"raw_{name}")
+
 
 # --- Serving inputs per stage (request-time features only) -----------------------------------
 

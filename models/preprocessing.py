@@ -17,7 +17,11 @@ compute identical features). Outputs are named ``features.transformed_name(name)
 - Time features (float32): ``REQUEST_HOUR`` (0-23, UTC) and ``REQUEST_DAY_OF_WEEK`` (0 =
   Monday) of the request, shape [1]; ``ITEM_AGE`` = log1p(hours from upload to request, >= 0)
   and ``DURATION_LOG`` = log1p(seconds), shape [list_size], 0 for padding.
+- ``UPLOAD_TIME`` (float32 [list_size]): the upload time as a z-score over the analyzed split
+  (0 for padding); absolute, unlike ``ITEM_AGE``, so a candidate embedding can be precomputed.
 - ``SEQ_MASK`` (float32 [SEQ_LEN]): 1 where the behaviour sequence has an item.
+- Raw item features (``features.raw_passthrough_name``): the logged ids and times, int64, so the
+  Trainer can build the item table that the exported stages look candidates up in.
 - Passthrough when present: ``label``, ``feedback_label`` (float32), ``mask``, ``stage``,
   ``rank_index`` (int64). They are optional: at serving time the raw batch holds only
   request-time features and the function (and Transform's saved graph) computes only what
@@ -103,12 +107,30 @@ def _time_features(inputs: dict[str, Any]) -> dict[str, tf.Tensor]:
             outputs[features.transformed_name(features.ITEM_AGE)] = tf.where(
                 upload > 0, age, tf.zeros_like(age)
             )
+    if "upload_timestamp" in inputs:
+        outputs[features.transformed_name(features.UPLOAD_TIME)] = _upload_time_z(
+            _dense(inputs["upload_timestamp"])
+        )
     if "duration" in inputs:
         seconds = tf.cast(_dense(inputs["duration"]), tf.float32)
         outputs[features.transformed_name(features.DURATION_LOG)] = tf.math.log1p(
             tf.maximum(seconds, 0.0)
         )
     return outputs
+
+
+def _upload_time_z(upload: tf.Tensor) -> tf.Tensor:
+    """Upload time (ms) as a z-score of days over the analyzed split; padding (0) gets 0."""
+    import tensorflow_transform as tft
+
+    valid = upload > 0
+    # float64 first: milliseconds since the epoch do not fit float32's mantissa.
+    days = tf.cast(tf.cast(upload, tf.float64) / _MS_PER_DAY, tf.float32)
+    observed = tf.boolean_mask(days, valid)
+    mean = tft.mean(observed)
+    std = tf.sqrt(tft.var(observed))
+    z = (days - mean) / tf.maximum(std, 1e-3)
+    return tf.where(valid, z, tf.zeros_like(z))
 
 
 def preprocessing_fn(inputs: dict[str, Any]) -> dict[str, tf.Tensor]:
@@ -128,6 +150,9 @@ def preprocessing_fn(inputs: dict[str, Any]) -> dict[str, tf.Tensor]:
     for name in PASSTHROUGH:
         if name in inputs:
             outputs[features.transformed_name(name)] = _dense(inputs[name])
+    for name in features.ITEM_FEATURES:
+        if name in inputs:
+            outputs[features.raw_passthrough_name(name)] = _dense(inputs[name])
     return outputs
 
 

@@ -1,0 +1,299 @@
+"""Export of the trained cascade: one SavedModel per stage, raw features in (docs/signatures.md).
+
+Each stage is a ``tf.Module`` that holds its Keras stage, the Transform graph
+(``TFTransformOutput.transform_features_layer``) and the item table known at training time, so
+TF Serving (or ``tf.saved_model.load``) can call it with raw request-time features only:
+
+- ``RawFeatures`` feeds the Transform graph. Transform's graph has fixed per-request shapes
+  (``list_size`` candidates), but serving scores any number N of candidates: the candidates are
+  padded to a multiple of ``list_size`` and folded into extra rows (the request's context
+  repeated), then unfolded, so training and serving share the one Transform graph.
+- ``ItemTable``: raw video id -> the item's raw features; an id unknown at training time gets
+  ids that are in no vocabulary (out-of-vocabulary buckets) and no upload time.
+- The stages parse only request-time features (``features.RETRIEVAL_QUERY_FEATURES``,
+  ``features.ITEM_FEATURES``): never feedback, stage flags or labels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+
+from models import features
+from models.data import ItemCorpus
+from models.ranking_stage import RankingStage
+from models.retrieval_tower import RetrievalStage
+
+STAGES: tuple[str, ...] = ("retrieval", "ranking")
+QUERY_SCALARS: tuple[str, ...] = tuple(
+    n for n in features.RETRIEVAL_QUERY_FEATURES if n not in features.SEQUENCE_FEATURES
+)
+# Raw item id features and their value for a feature unknown at training time: in no vocabulary,
+# so Transform maps it to an out-of-vocabulary bucket (PAD_ID would mean padding).
+UNKNOWN_ID = -2
+ITEM_ID_FEATURES: tuple[str, ...] = (
+    "video_id",
+    "author_id",
+    "category_level_one",
+    "category_level_two",
+    "upload_type",
+)
+# Padding of folded candidates, as the ingestion pads lists.
+_PAD_VALUE = {name: features.PAD_ID for name in ITEM_ID_FEATURES}
+_PAD_VALUE.update(upload_timestamp=0, duration=0)
+# Transform outputs that are per candidate ([B, list_size]); everything else is per request.
+ITEM_OUTPUTS: frozenset[str] = frozenset(
+    [features.transformed_name(n) for n in features.ITEM_FEATURES]
+    + [features.raw_passthrough_name(n) for n in features.ITEM_FEATURES]
+    + [
+        features.transformed_name(n)
+        for n in (features.ITEM_AGE, features.DURATION_LOG, features.UPLOAD_TIME)
+    ]
+)
+
+
+def query_specs() -> dict[str, tf.TensorSpec]:
+    """Serving inputs of a request's user/context: int64 [B] scalars, [B, SEQ_LEN] sequences."""
+    specs = {name: tf.TensorSpec([None], tf.int64, name=name) for name in QUERY_SCALARS}
+    for name in features.SEQUENCE_FEATURES:
+        specs[name] = tf.TensorSpec([None, features.SEQ_LEN], tf.int64, name=name)
+    return specs
+
+
+class RawFeatures(tf.Module):
+    """Raw request/candidate features -> transformed features, through the Transform graph."""
+
+    def __init__(self, tf_transform_output: Any, name: str = "raw_features") -> None:
+        super().__init__(name=name)
+        self.tft_layer = tf_transform_output.transform_features_layer()
+        self.list_size = int(tf_transform_output.raw_feature_spec()["video_id"].shape[0])
+
+    def __call__(
+        self,
+        query: Mapping[str, tf.Tensor] | None = None,
+        items: Mapping[str, tf.Tensor] | None = None,
+    ) -> dict[str, tf.Tensor]:
+        """Transforms one batch.
+
+        Args:
+          query: ``QUERY_SCALARS`` [B] and ``SEQUENCE_FEATURES`` [B, SEQ_LEN], raw.
+          items: raw ``ITEM_FEATURES`` [B, N] (any N), or [M] without a query.
+
+        Returns:
+          Transformed features: per request [B, ...], per candidate [B, N] (or [M]).
+        """
+        raw: dict[str, tf.Tensor] = {}
+        if items is None:
+            for name, value in query.items():
+                raw[name] = value[:, None] if name in QUERY_SCALARS else value
+            return dict(self.tft_layer(raw))
+        flat = query is None
+        if flat:
+            items = {name: value[None, :] for name, value in items.items()}
+        num = tf.shape(items["video_id"])[1]
+        batch = tf.shape(items["video_id"])[0]
+        folds = tf.maximum((num + self.list_size - 1) // self.list_size, 1)
+        width = folds * self.list_size
+        for name, value in items.items():
+            padded = tf.pad(value, [[0, 0], [0, width - num]], constant_values=_PAD_VALUE[name])
+            raw[name] = tf.reshape(padded, [-1, self.list_size])
+        for name, value in (query or {}).items():
+            value = value[:, None] if name in QUERY_SCALARS else value
+            raw[name] = tf.repeat(value, folds, axis=0)
+        out = {}
+        for name, value in self.tft_layer(raw).items():
+            if name in ITEM_OUTPUTS:
+                out[name] = tf.reshape(value, [batch, width])[:, :num]
+            else:
+                shape = tf.concat([[batch, folds], tf.shape(value)[1:]], axis=0)
+                out[name] = tf.reshape(value, shape)[:, 0]
+        if flat:
+            out = {name: value[0] for name, value in out.items() if name in ITEM_OUTPUTS}
+        return out
+
+
+class ItemTable(tf.Module):
+    """Raw video id -> raw item features of the corpus known at training time."""
+
+    def __init__(self, corpus: ItemCorpus, name: str = "item_table") -> None:
+        super().__init__(name=name)
+        n = len(corpus)
+        self.rows = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(
+                tf.constant(corpus.video_ids, tf.int64), tf.range(n, dtype=tf.int64)
+            ),
+            default_value=n,  # the "unknown item" row appended below
+        )
+        self.columns = {}
+        for name in features.ITEM_FEATURES:
+            if name == "video_id":
+                continue
+            unknown = UNKNOWN_ID if name in ITEM_ID_FEATURES else 0
+            values = np.append(corpus.columns[name], unknown).astype(np.int64)
+            self.columns[name] = tf.constant(values)
+
+    def lookup(self, video_id: tf.Tensor) -> dict[str, tf.Tensor]:
+        """Raw item features of ``video_id`` (any shape); padding (PAD_ID) stays padding."""
+        rows = self.rows.lookup(video_id)
+        pad = tf.equal(video_id, features.PAD_ID)
+        out = {"video_id": video_id}
+        for name, column in self.columns.items():
+            pad_value = tf.constant(_PAD_VALUE[name], tf.int64)
+            out[name] = tf.where(pad, pad_value, tf.gather(column, rows))
+        return out
+
+
+def _parse_listwise(examples: tf.Tensor) -> tuple[dict[str, tf.Tensor], dict[str, tf.Tensor]]:
+    """Serialized raw list-wise tf.Examples -> (query [B], items [B, list_size] as logged)."""
+    spec: dict[str, Any] = {n: tf.io.FixedLenFeature([1], tf.int64) for n in QUERY_SCALARS}
+    for name in features.SEQUENCE_FEATURES:
+        spec[name] = tf.io.FixedLenFeature([features.SEQ_LEN], tf.int64)
+    for name in features.ITEM_FEATURES:
+        spec[name] = tf.io.VarLenFeature(tf.int64)
+    parsed = tf.io.parse_example(examples, spec)
+    query = {n: parsed[n][:, 0] for n in QUERY_SCALARS}
+    query.update({n: parsed[n] for n in features.SEQUENCE_FEATURES})
+    items = {
+        n: tf.sparse.to_dense(parsed[n], default_value=_PAD_VALUE[n])
+        for n in features.ITEM_FEATURES
+    }
+    return query, items
+
+
+class RetrievalServing(tf.Module):
+    """The retrieval stage with the Transform graph, the item table and a TFRS top-K index."""
+
+    def __init__(
+        self,
+        stage: RetrievalStage,
+        tf_transform_output: Any,
+        corpus: ItemCorpus,
+        top_k: int,
+        index_batch: int = 4096,
+    ) -> None:
+        super().__init__(name="retrieval_serving")
+        self.stage = stage
+        self.raw_features = RawFeatures(tf_transform_output)
+        self.items = ItemTable(corpus)
+        self.top_k = min(int(top_k), len(corpus))
+        # Candidate embeddings are scaled by 1 / temperature so the index's dot products are
+        # the stage's scores.
+        embeddings = []
+        for start in range(0, len(corpus), index_batch):
+            chunk = {
+                n: tf.constant(v[start : start + index_batch]) for n, v in corpus.columns.items()
+            }
+            embeddings.append(self._candidate_embedding(chunk))
+        candidates = tf.concat(embeddings, axis=0) / stage.temperature
+        self.index = tfrs.layers.factorized_top_k.BruteForce(k=self.top_k)
+        self.index.index(candidates, identifiers=tf.constant(corpus.video_ids, tf.int64))
+        # BruteForce builds its variables on the first call: call it before saving.
+        self.index(tf.zeros([1, candidates.shape[-1]]))
+
+    def _candidate_embedding(self, items: Mapping[str, tf.Tensor]) -> tf.Tensor:
+        return self.stage.candidate_tower(self.raw_features(items=items))
+
+    def _query_embedding(self, query: Mapping[str, tf.Tensor]) -> tf.Tensor:
+        return self.stage.query_tower(self.raw_features(query=query))
+
+    def scores(self, query: Mapping[str, tf.Tensor], items: Mapping[str, tf.Tensor]) -> tf.Tensor:
+        transformed = self.raw_features(query=query, items=items)
+        return self.stage(transformed)
+
+    def signatures(self) -> dict[str, Any]:
+        qspecs = query_specs()
+        qnames = list(qspecs)
+        item_specs = [tf.TensorSpec([None], tf.int64, name=n) for n in features.ITEM_FEATURES]
+
+        @tf.function(input_signature=list(qspecs.values()))
+        def serving_default(*args):
+            scores, ids = self.index(self._query_embedding(dict(zip(qnames, args, strict=True))))
+            return {"video_id": ids, "scores": scores}
+
+        @tf.function(input_signature=list(qspecs.values()))
+        def query_embedding(*args):
+            return {"embedding": self._query_embedding(dict(zip(qnames, args, strict=True)))}
+
+        @tf.function(input_signature=item_specs)
+        def candidate_embedding(*args):
+            items = dict(zip(features.ITEM_FEATURES, args, strict=True))
+            return {"embedding": self._candidate_embedding(items)}
+
+        @tf.function(input_signature=[*qspecs.values(), _candidates_spec()])
+        def score(*args):
+            query = dict(zip(qnames, args[:-1], strict=True))
+            return {"scores": self.scores(query, self.items.lookup(args[-1]))}
+
+        @tf.function(input_signature=[_examples_spec()])
+        def serving_tf_example(examples):
+            return {"scores": self.scores(*_parse_listwise(examples))}
+
+        return {
+            "serving_default": serving_default,
+            "query_embedding": query_embedding,
+            "candidate_embedding": candidate_embedding,
+            "score": score,
+            "serving_tf_example": serving_tf_example,
+        }
+
+
+class RankingServing(tf.Module):
+    """The ranking stage with the Transform graph and the item table."""
+
+    def __init__(self, stage: RankingStage, tf_transform_output: Any, corpus: ItemCorpus) -> None:
+        super().__init__(name="ranking_serving")
+        self.stage = stage
+        self.raw_features = RawFeatures(tf_transform_output)
+        self.items = ItemTable(corpus)
+
+    def scores(self, query: Mapping[str, tf.Tensor], items: Mapping[str, tf.Tensor]) -> tf.Tensor:
+        return self.stage(self.raw_features(query=query, items=items))
+
+    def signatures(self) -> dict[str, Any]:
+        qspecs = query_specs()
+        qnames = list(qspecs)
+
+        @tf.function(input_signature=[*qspecs.values(), _candidates_spec()])
+        def serving_default(*args):
+            query = dict(zip(qnames, args[:-1], strict=True))
+            return {"scores": self.scores(query, self.items.lookup(args[-1]))}
+
+        @tf.function(input_signature=[_examples_spec()])
+        def serving_tf_example(examples):
+            return {"scores": self.scores(*_parse_listwise(examples))}
+
+        return {"serving_default": serving_default, "serving_tf_example": serving_tf_example}
+
+
+def _candidates_spec() -> tf.TensorSpec:
+    return tf.TensorSpec([None, None], tf.int64, name="video_id")
+
+
+def _examples_spec() -> tf.TensorSpec:
+    return tf.TensorSpec([None], tf.string, name="examples")
+
+
+def export_stages(
+    retrieval: RetrievalStage,
+    ranking: RankingStage,
+    tf_transform_output: Any,
+    corpus: ItemCorpus,
+    serving_model_dir: str | Path,
+    top_k: int,
+) -> dict[str, Path]:
+    """Saves both stages to ``<serving_model_dir>/{retrieval,ranking}``; returns the folders."""
+    modules = {
+        "retrieval": RetrievalServing(retrieval, tf_transform_output, corpus, top_k),
+        "ranking": RankingServing(ranking, tf_transform_output, corpus),
+    }
+    out = {}
+    for stage, module in modules.items():
+        path = Path(serving_model_dir) / stage
+        tf.saved_model.save(module, str(path), signatures=module.signatures())
+        out[stage] = path
+    return out
