@@ -135,3 +135,13 @@ def test_time_features_and_passthrough(transformed) -> None:
     np.testing.assert_array_equal(first[xf(features.MASK)], [1, 1, 0])
     np.testing.assert_array_equal(first[xf(features.STAGE)], [3, 2, PAD])
     assert first[xf("gender")].tolist() == [1]
+
+
+def test_upload_time_z_score_and_raw_item_passthrough(transformed) -> None:
+    first = transformed["train"][0]
+    # Train uploads: video 7 two hours before the request, video 8 at it, each twice: mean one
+    # hour before, standard deviation one hour, so the z-scores are -1 and +1; padding 0.
+    np.testing.assert_allclose(first[xf(features.UPLOAD_TIME)], [-1.0, 1.0, 0.0], atol=1e-3)
+    np.testing.assert_array_equal(first[features.raw_passthrough_name("video_id")], [7, 8, PAD])
+    upload = first[features.raw_passthrough_name("upload_timestamp")]
+    np.testing.assert_array_equal(upload, [REQUEST_TS - 2 * HOUR_MS, REQUEST_TS, 0])
