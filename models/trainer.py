@@ -62,6 +62,87 @@ def _first_batch(dataset: tf.data.Dataset) -> dict[str, tf.Tensor]:
     return next(iter(dataset.take(1)))
 
 
+def fit(
+    hp: Hyperparameters,
+    tf_transform_output: Any,
+    train_files: Any,
+    eval_files: Any,
+    *,
+    train_steps: int | None = None,
+    log_dir: str | None = None,
+    base_model: str | None = None,
+    validate_each_epoch: bool = True,
+) -> tuple[CascadeModel, dict[str, list[float]]]:
+    """Builds the cascade under the configured tf.distribute strategy and trains it.
+
+    Args:
+      hp: the hyperparameters.
+      tf_transform_output: ``tft.TFTransformOutput`` of the Transform run.
+      train_files / eval_files: transformed examples (file patterns).
+      train_steps: overrides ``hp.trainer.train_steps`` (TFX's TrainArgs.num_steps).
+      log_dir: TensorBoard log folder (every loss term and cascade metric), or None.
+      base_model: a previous run's ``serving_model_dir`` to warm start from when
+        ``hp.warm_start``.
+      validate_each_epoch: evaluate the eval split after every epoch (else never: callers
+        evaluate themselves).
+
+    Returns:
+      The trained model and Keras' history (per epoch; eval figures prefixed ``val_``).
+    """
+    tc = hp.trainer
+    tf.keras.utils.set_random_seed(tc.seed)
+    train_steps = int(train_steps or tc.train_steps)
+    steps_per_epoch = min(tc.steps_per_epoch, train_steps)
+    epochs = max(1, train_steps // steps_per_epoch)
+    train_ds = data.input_fn(
+        train_files,
+        tf_transform_output,
+        tc.batch_size,
+        shuffle=True,
+        repeat=True,
+        seed=tc.seed,
+        shuffle_buffer=tc.shuffle_buffer,
+    )
+    strategy = distribution.strategy(tc.distribution)
+    with strategy.scope():
+        model = CascadeModel(
+            preprocessing.vocabulary_sizes(tf_transform_output),
+            data.list_size(tf_transform_output),
+            model_config=hp.model,
+            loss_config=hp.loss,
+            metric_config=hp.metrics,
+        )
+        model.compile(optimizer=tf.keras.optimizers.Adam(tc.learning_rate))
+        model(_first_batch(train_ds))  # build the variables before a warm start
+    if hp.warm_start and base_model:
+        source = Path(base_model) / WARM_START_DIR
+        if source.exists():
+            warm_start.restore(model, tf_transform_output, source)
+        else:
+            logging.warning("warm start asked, but %s has no saved weights", base_model)
+
+    validation = {}
+    if validate_each_epoch:
+        validation = {
+            "validation_data": data.input_fn(
+                eval_files, tf_transform_output, tc.batch_size, shuffle=False, repeat=False
+            ),
+            "validation_steps": tc.eval_steps,
+        }
+    callbacks = []
+    if log_dir:
+        callbacks.append(tf.keras.callbacks.TensorBoard(log_dir=log_dir, update_freq="epoch"))
+    history = model.fit(
+        train_ds,
+        epochs=epochs,
+        steps_per_epoch=steps_per_epoch,
+        callbacks=callbacks,
+        verbose=2,
+        **validation,
+    )
+    return model, dict(history.history)
+
+
 def train_and_export(fn_args: Any) -> TrainedCascade:
     """Trains on ``fn_args.train_files``, evaluates on ``eval_files`` each epoch, exports.
 
@@ -72,54 +153,15 @@ def train_and_export(fn_args: Any) -> TrainedCascade:
     import tensorflow_transform as tft
 
     hp = Hyperparameters.from_custom_config(fn_args.custom_config)
-    tc = hp.trainer
-    tf.keras.utils.set_random_seed(tc.seed)
     tft_output = tft.TFTransformOutput(fn_args.transform_output)
-    train_steps = int(fn_args.train_steps or tc.train_steps)
-    steps_per_epoch = min(tc.steps_per_epoch, train_steps)
-    epochs = max(1, train_steps // steps_per_epoch)
-
-    train_ds = data.input_fn(
-        fn_args.train_files,
+    model, history = fit(
+        hp,
         tft_output,
-        tc.batch_size,
-        shuffle=True,
-        repeat=True,
-        seed=tc.seed,
-        shuffle_buffer=tc.shuffle_buffer,
-    )
-    eval_ds = data.input_fn(
-        fn_args.eval_files, tft_output, tc.batch_size, shuffle=False, repeat=False
-    )
-    eval_steps = tc.eval_steps or fn_args.eval_steps or None
-
-    strategy = distribution.strategy(tc.distribution)
-    with strategy.scope():
-        model = CascadeModel(
-            preprocessing.vocabulary_sizes(tft_output),
-            data.list_size(tft_output),
-            model_config=hp.model,
-            loss_config=hp.loss,
-            metric_config=hp.metrics,
-        )
-        model.compile(optimizer=tf.keras.optimizers.Adam(tc.learning_rate))
-        model(_first_batch(train_ds))  # build the variables before a warm start
-    if hp.warm_start and fn_args.base_model:
-        source = Path(fn_args.base_model) / WARM_START_DIR
-        if source.exists():
-            warm_start.restore(model, tft_output, source)
-        else:
-            logging.warning("warm start asked, but %s has no saved weights", fn_args.base_model)
-
-    callbacks = [tf.keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir, update_freq="epoch")]
-    history = model.fit(
-        train_ds,
-        epochs=epochs,
-        steps_per_epoch=steps_per_epoch,
-        validation_data=eval_ds,
-        validation_steps=eval_steps,
-        callbacks=callbacks,
-        verbose=2,
+        fn_args.train_files,
+        fn_args.eval_files,
+        train_steps=fn_args.train_steps,
+        log_dir=fn_args.model_run_dir,
+        base_model=fn_args.base_model,
     )
     corpus = data.item_corpus(fn_args.train_files, tft_output)
     export_dirs = exporter.export_stages(
@@ -131,7 +173,7 @@ def train_and_export(fn_args: Any) -> TrainedCascade:
         top_k=hp.model.top_k,
     )
     warm_start.save(model, tft_output, Path(fn_args.serving_model_dir) / WARM_START_DIR)
-    return TrainedCascade(model, dict(history.history), export_dirs, corpus)
+    return TrainedCascade(model, history, export_dirs, corpus)
 
 
 def run_fn(fn_args: Any) -> None:

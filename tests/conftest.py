@@ -7,7 +7,6 @@ fixtures.
 
 from __future__ import annotations
 
-import glob
 import os
 from pathlib import Path
 from typing import Any
@@ -17,15 +16,8 @@ import pytest
 # Set before any test imports TensorFlow.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-ROOT = Path(__file__).resolve().parents[1]
 # A small simulated log: days 0-1 train, day 2 eval.
 LOG_DAYS, LOG_REQUESTS, LOG_SEED = 3, 250, 11
-
-
-def _only(pattern: str) -> str:
-    found = glob.glob(pattern)
-    assert len(found) == 1, (pattern, found)
-    return found[0]
 
 
 @pytest.fixture(scope="session")
@@ -33,45 +25,15 @@ def transformed_log(tmp_path_factory) -> dict[str, str]:
     """The real RecFlowExampleGen, ImportSchemaGen and Transform on LocalDagRunner (SQLite MLMD)
     over a simulated log. Returns the artifact folders: ``examples`` (raw list-wise),
     ``transformed_examples``, ``transform_graph`` and the ``logs`` folder."""
-    from tfx import v1 as tfx
-
-    from components.recflow_example_gen import RecFlowExampleGen, day_splits
-    from models.code_version import code_version
+    from pipeline.ingest_and_transform import ingest_and_transform
     from simulator import SimulatorConfig, simulate
 
     tmp = tmp_path_factory.mktemp("transformed_log")
     simulate(
         SimulatorConfig(), tmp / "logs", days=LOG_DAYS, requests_per_day=LOG_REQUESTS, seed=LOG_SEED
     )
-    example_gen = RecFlowExampleGen(
-        input_base=str(tmp / "logs"), input_config=day_splits([0, 1], [2])
-    ).with_id("RecFlowExampleGen")
-    schema = tfx.components.ImportSchemaGen(
-        schema_file=str(ROOT / "data" / "schema.pbtxt")
-    ).with_id("ImportSchemaGen")
-    transform = tfx.components.Transform(
-        examples=example_gen.outputs["examples"],
-        schema=schema.outputs["schema"],
-        preprocessing_fn="models.preprocessing.preprocessing_fn",
-        custom_config={"code_version": code_version()},
-    ).with_id("Transform")
-    pipeline = tfx.dsl.Pipeline(
-        pipeline_name="transformed-log",
-        pipeline_root=str(tmp / "root"),
-        components=[example_gen, schema, transform],
-        metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
-            str(tmp / "metadata.sqlite")
-        ),
-        enable_cache=False,
-    )
-    tfx.orchestration.LocalDagRunner().run(pipeline)
-    root = tmp / "root"
-    return {
-        "logs": str(tmp / "logs"),
-        "examples": _only(f"{root}/RecFlowExampleGen/examples/*"),
-        "transformed_examples": _only(f"{root}/Transform/transformed_examples/*"),
-        "transform_graph": _only(f"{root}/Transform/transform_graph/*"),
-    }
+    artifacts = ingest_and_transform(tmp / "logs", tmp / "pipeline", [0, 1], [2])
+    return {"logs": str(tmp / "logs"), **artifacts}
 
 
 def fn_args(transformed: dict[str, str], out: Path, custom_config: dict[str, Any]):

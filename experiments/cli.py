@@ -1,0 +1,28 @@
+"""``lcron experiment``: compare loss methods (and ablations) on simulated logs."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="experiment JSON (experiments/configs/)")
+    parser.add_argument("--out", required=True, help="output folder; re-running resumes there")
+
+
+def run(args: argparse.Namespace) -> int:
+    from experiments import config as experiment_config
+
+    try:
+        config = experiment_config.load(args.config)
+    except (OSError, ValueError, TypeError) as err:
+        print(f"lcron experiment: {err}", file=sys.stderr)
+        return 2
+    from experiments.report import markdown_table
+    from experiments.runner import run_experiment
+
+    results = run_experiment(config, args.out)
+    print(markdown_table(results["summary"]))
+    print(f"results: {args.out}/results.json, results.md, recall_by_method.png, recall_by_day.png")
+    return 0

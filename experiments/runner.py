@@ -1,0 +1,129 @@
+"""Runs a method comparison cell by cell, resumable: a finished cell is never redone.
+
+Layout under the output folder:
+
+    logs/                         the simulated log (written once)
+    days/day_<t>/                 ingestion + Transform of the split for evaluation day t
+    cells/<variant>__seed<s>__day<t>.json   one finished cell: its eval metrics
+    results.json, results.md, recall_by_method.png, recall_by_day.png   (``report``)
+
+A cell's file is written last and atomically, so an interrupted run resumes at the first
+unfinished cell.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from experiments.config import ExperimentConfig, Variant
+
+
+def _write_json(path: Path, payload: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def cell_path(out: Path, variant: str, seed: int, day: int) -> Path:
+    return out / "cells" / f"{variant}__seed{seed}__day{day}.json"
+
+
+def prepare_log(config: ExperimentConfig, out: Path) -> Path:
+    """Simulates the log once (the simulator is deterministic for its seed)."""
+    from simulator import SimulatorConfig, simulate
+
+    logs = out / "logs"
+    if not (logs / "manifest.json").exists():
+        simulate(
+            SimulatorConfig(),
+            logs,
+            days=config.simulate_days,
+            requests_per_day=config.simulate_requests_per_day,
+            seed=config.simulate_seed,
+            progress=True,
+            overwrite=True,
+        )
+    return logs
+
+
+def prepare_day(config: ExperimentConfig, logs: Path, out: Path, day: int) -> dict[str, str]:
+    """Ingestion + Transform of (train window, day); reused when already done."""
+    from pipeline.ingest_and_transform import ingest_and_transform
+
+    folder = out / "days" / f"day_{day}"
+    done = folder / "artifacts.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    artifacts = ingest_and_transform(logs, folder, config.train_days(day), [day])
+    _write_json(done, artifacts)
+    return artifacts
+
+
+def run_cell(
+    config: ExperimentConfig, variant: Variant, seed: int, artifacts: dict[str, str]
+) -> dict[str, float]:
+    """Trains one variant with one seed on the day's train split; eval metrics of the day."""
+    import tensorflow as tf
+    import tensorflow_transform as tft
+
+    from models import data
+    from models.config import MetricConfig, ModelConfig, TrainerConfig
+    from models.trainer import Hyperparameters, fit
+
+    tf.keras.backend.clear_session()
+    trainer = TrainerConfig.from_dict({**config.trainer, "seed": seed})
+    hp = Hyperparameters(
+        loss=variant.loss_config(),
+        metrics=MetricConfig(),
+        model=ModelConfig.from_dict(config.model),
+        trainer=trainer,
+    )
+    tft_output = tft.TFTransformOutput(artifacts["transform_graph"])
+    examples = artifacts["transformed_examples"]
+    train_files, eval_files = f"{examples}/Split-train/*", f"{examples}/Split-eval/*"
+    model, _ = fit(hp, tft_output, train_files, eval_files, validate_each_epoch=False)
+    eval_ds = data.input_fn(eval_files, tft_output, trainer.batch_size, shuffle=False, repeat=False)
+    results = model.evaluate(eval_ds, return_dict=True, verbose=0)
+    return {name: float(value) for name, value in results.items()}
+
+
+def run_experiment(config: ExperimentConfig, out: str | Path) -> dict[str, Any]:
+    """Runs every unfinished cell, then writes the report; returns the results."""
+    from experiments import report
+
+    out = Path(out)
+    (out / "cells").mkdir(parents=True, exist_ok=True)
+    _write_json(out / "config.json", config.to_dict())
+    logs = prepare_log(config, out)
+    cells = [
+        (variant, seed, day)
+        for day in config.eval_days
+        for seed in config.seeds
+        for variant in config.variants
+    ]
+    started = time.monotonic()
+    for done, (variant, seed, day) in enumerate(cells, start=1):
+        path = cell_path(out, variant.name, seed, day)
+        label = f"[{done}/{len(cells)}] {variant.name} seed {seed} day {day}"
+        if path.exists():
+            print(f"{label}: done earlier, skipped", flush=True)
+            continue
+        artifacts = prepare_day(config, logs, out, day)
+        cell_started = time.monotonic()
+        metrics = run_cell(config, variant, seed, artifacts)
+        seconds = time.monotonic() - cell_started
+        _write_json(
+            path,
+            {"variant": variant.name, "seed": seed, "day": day, "seconds": seconds, **metrics},
+        )
+        elapsed = time.monotonic() - started
+        print(
+            f"{label}: end-to-end recall {metrics[report.HEADLINE]:.4f}"
+            f" ({seconds:.0f} s; {elapsed / 60:.1f} min so far)",
+            flush=True,
+        )
+    return report.write_report(config, out)

@@ -1,0 +1,76 @@
+"""The pipeline's first components alone: ingestion, curated schema and Transform.
+
+For work that trains many models on one day split without the rest of the pipeline (the method
+comparison in ``experiments/``, benchmarks, tests): RecFlowExampleGen -> ImportSchemaGen ->
+Transform on LocalDagRunner with SQLite ML Metadata, the same components and code as
+``pipeline.pipeline.create_pipeline``.
+"""
+
+from __future__ import annotations
+
+import glob
+from collections.abc import Sequence
+from pathlib import Path
+
+from data import DATA_DIR
+
+
+def _only(pattern: str) -> str:
+    found = glob.glob(pattern)
+    if len(found) != 1:
+        raise RuntimeError(f"expected one artifact at {pattern}, found {found}")
+    return found[0]
+
+
+def ingest_and_transform(
+    input_base: str | Path,
+    out: str | Path,
+    train_days: Sequence[int],
+    eval_days: Sequence[int],
+    *,
+    input_format: str = "parquet",
+    beam_pipeline_args: Sequence[str] = (),
+) -> dict[str, str]:
+    """Runs the three components once into ``out``; returns the artifact folders.
+
+    Returns:
+      {"examples": raw list-wise examples, "transformed_examples": Transform's output,
+       "transform_graph": the Transform graph} (``Split-train`` / ``Split-eval`` inside).
+    """
+    from tfx import v1 as tfx
+
+    from components.recflow_example_gen import RecFlowExampleGen, day_splits
+    from models.code_version import code_version
+
+    out = Path(out)
+    example_gen = RecFlowExampleGen(
+        input_base=str(input_base),
+        input_config=day_splits(train_days, eval_days),
+        input_format=input_format,
+    ).with_id("RecFlowExampleGen")
+    schema = tfx.components.ImportSchemaGen(schema_file=str(DATA_DIR / "schema.pbtxt")).with_id(
+        "ImportSchemaGen"
+    )
+    transform = tfx.components.Transform(
+        examples=example_gen.outputs["examples"],
+        schema=schema.outputs["schema"],
+        preprocessing_fn="models.preprocessing.preprocessing_fn",
+        custom_config={"code_version": code_version()},
+    ).with_id("Transform")
+    pipeline = tfx.dsl.Pipeline(
+        pipeline_name="ingest-and-transform",
+        pipeline_root=str(out / "root"),
+        components=[example_gen, schema, transform],
+        metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
+            str(out / "metadata.sqlite")
+        ),
+        beam_pipeline_args=list(beam_pipeline_args),
+        enable_cache=False,
+    )
+    tfx.orchestration.LocalDagRunner().run(pipeline)
+    root = out / "root"
+    return {
+        "examples": _only(f"{root}/RecFlowExampleGen/examples/*"),
+        "transformed_examples": _only(f"{root}/Transform/transformed_examples/*"),
+        "transform_graph": _only(f"{root}/Transform/transform_graph/*"),
+    }
