@@ -9,6 +9,9 @@ import sys
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="experiment JSON (experiments/configs/)")
     parser.add_argument("--out", required=True, help="output folder; re-running resumes there")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="cells trained at once, one process each (default 1)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -22,7 +25,7 @@ def run(args: argparse.Namespace) -> int:
     from experiments.report import markdown_table
     from experiments.runner import run_experiment
 
-    results = run_experiment(config, args.out)
+    results = run_experiment(config, args.out, workers=args.workers)
     print(markdown_table(results["summary"]))
     print(f"results: {args.out}/results.json, results.md, recall_by_method.png, recall_by_day.png")
     return 0

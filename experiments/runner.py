@@ -91,8 +91,26 @@ def run_cell(
     return {name: float(value) for name, value in results.items()}
 
 
-def run_experiment(config: ExperimentConfig, out: str | Path) -> dict[str, Any]:
-    """Runs every unfinished cell, then writes the report; returns the results."""
+def _run_and_record(
+    config: ExperimentConfig, variant: Variant, seed: int, day: int, artifacts: dict, out: Path
+) -> tuple[dict[str, float], float]:
+    started = time.monotonic()
+    metrics = run_cell(config, variant, seed, artifacts)
+    seconds = time.monotonic() - started
+    payload = {"variant": variant.name, "seed": seed, "day": day, "seconds": seconds, **metrics}
+    _write_json(cell_path(out, variant.name, seed, day), payload)
+    return metrics, seconds
+
+
+def run_experiment(config: ExperimentConfig, out: str | Path, workers: int = 1) -> dict[str, Any]:
+    """Runs every unfinished cell, then writes the report; returns the results.
+
+    Args:
+      config: what to compare.
+      out: output folder; a second call with the same folder resumes.
+      workers: cells trained at once, each in its own process (TensorFlow and the Keras
+        session are per process; a cell's result does not depend on the worker count).
+    """
     from experiments import report
 
     out = Path(out)
@@ -105,25 +123,38 @@ def run_experiment(config: ExperimentConfig, out: str | Path) -> dict[str, Any]:
         for seed in config.seeds
         for variant in config.variants
     ]
-    started = time.monotonic()
-    for done, (variant, seed, day) in enumerate(cells, start=1):
-        path = cell_path(out, variant.name, seed, day)
-        label = f"[{done}/{len(cells)}] {variant.name} seed {seed} day {day}"
-        if path.exists():
+    todo = []
+    for number, (variant, seed, day) in enumerate(cells, start=1):
+        label = f"[{number}/{len(cells)}] {variant.name} seed {seed} day {day}"
+        if cell_path(out, variant.name, seed, day).exists():
             print(f"{label}: done earlier, skipped", flush=True)
-            continue
-        artifacts = prepare_day(config, logs, out, day)
-        cell_started = time.monotonic()
-        metrics = run_cell(config, variant, seed, artifacts)
-        seconds = time.monotonic() - cell_started
-        _write_json(
-            path,
-            {"variant": variant.name, "seed": seed, "day": day, "seconds": seconds, **metrics},
-        )
-        elapsed = time.monotonic() - started
+        else:
+            todo.append((label, variant, seed, day))
+    # Ingestion + Transform once per evaluation day, before any training.
+    artifacts = {day: prepare_day(config, logs, out, day) for day in {c[3] for c in todo}}
+    started = time.monotonic()
+
+    def report_cell(label: str, metrics: dict[str, float], seconds: float) -> None:
+        elapsed = (time.monotonic() - started) / 60
         print(
             f"{label}: end-to-end recall {metrics[report.HEADLINE]:.4f}"
-            f" ({seconds:.0f} s; {elapsed / 60:.1f} min so far)",
+            f" ({seconds:.0f} s; {elapsed:.1f} min so far)",
             flush=True,
         )
+
+    if workers <= 1:
+        for label, variant, seed, day in todo:
+            report_cell(label, *_run_and_record(config, variant, seed, day, artifacts[day], out))
+    elif todo:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        context = multiprocessing.get_context("spawn")  # no TensorFlow state forked
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            futures = {
+                pool.submit(_run_and_record, config, variant, seed, day, artifacts[day], out): label
+                for label, variant, seed, day in todo
+            }
+            for future in as_completed(futures):
+                report_cell(futures[future], *future.result())
     return report.write_report(config, out)

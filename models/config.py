@@ -25,6 +25,22 @@ def _from_dict(cls: type[_T], values: dict[str, Any] | None) -> _T:
     return cls(**values)
 
 
+# Names of ``models.losses.get`` (its registry is checked against this list by a test): known
+# here, without TensorFlow, so a configuration fails on a typo before any training starts.
+LOSS_METHODS: tuple[str, ...] = (
+    "lcron",
+    "bce",
+    "icc",
+    "rankflow",
+    "fs_ranknet",
+    "fs_lambdaloss",
+    "arf",
+    "arf_v2",
+)
+SORT_OPS: tuple[str, ...] = ("neural_sort", "soft_sort")
+WEIGHTINGS: tuple[str, ...] = ("uwl", "fixed")
+
+
 @dataclasses.dataclass(frozen=True)
 class LossConfig:
     """Which cascade loss to train with, and its knobs (defaults: the LCRON authors').
@@ -59,6 +75,16 @@ class LossConfig:
     fixed_weights: tuple[float, ...] = (1.0, 1.0)
     stage_keep: tuple[int, ...] = (30, 20)
     distill_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name, known in (
+            ("method", LOSS_METHODS),
+            ("sort_op", SORT_OPS),
+            ("weighting", WEIGHTINGS),
+        ):
+            value = getattr(self, name)
+            if value not in known:
+                raise ValueError(f"LossConfig.{name}: unknown value {value!r}; known: {known}")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None) -> LossConfig:

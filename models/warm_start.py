@@ -25,6 +25,9 @@ WEIGHTS_FILE = "weights.npz"
 VOCABULARIES_FILE = "vocabularies.json"
 # "<vocabulary>_embedding/" in a variable name says which vocabulary indexes its rows.
 _TABLE = re.compile(r"(?:^|/)(?P<vocab>[a-z_]+?)_embedding/")
+# Keras makes generated layer names unique per process ("dense_7/", "cascade_model_1/"): a model
+# built after another one has other variable names, so ``_key`` drops those suffixes.
+_UNIQUE_SUFFIX = re.compile(r"_\d+(?=/)")
 
 
 def _vocabularies(tf_transform_output: Any) -> dict[str, list[str]]:
@@ -47,7 +50,7 @@ def save(model: tf.keras.Model, tf_transform_output: Any, directory: str | Path)
 def _key(position: int, variable: tf.Variable) -> str:
     # Keras names need not be unique (two "dense/kernel:0"); the position in the model's weights
     # is, for the same architecture, and the name guards against a changed one.
-    return f"{position:05d}|{variable.name}"
+    return f"{position:05d}|{_UNIQUE_SUFFIX.sub('', variable.name)}"
 
 
 def _remap_rows(old: np.ndarray, new: np.ndarray, old_vocab: list[str], new_vocab: list[str]):

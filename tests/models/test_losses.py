@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from models import losses
-from models.config import LossConfig
+from models.config import LOSS_METHODS, LossConfig
 from models.losses import sorting, targets
 
 EPS = 1e-6
@@ -260,6 +260,8 @@ def test_every_baseline_is_selectable_by_name():
         "arf_v2",
     }
     assert all(losses.get(LossConfig(method=m)).method == m for m in losses.LOSSES)
+    # The configuration's own list (checked without TensorFlow) is the registry's.
+    assert set(LOSS_METHODS) == set(losses.LOSSES)
 
 
 @pytest.mark.parametrize("method", sorted(losses.LOSSES))
@@ -343,8 +345,10 @@ def test_lcron_three_stages_is_one_config_away():
 
 
 def test_bad_config_and_inputs_are_rejected_by_name():
-    with pytest.raises(ValueError, match="unknown loss 'lcorn'"):
-        losses.get(LossConfig(method="lcorn"))
+    with pytest.raises(ValueError, match="LossConfig.method: unknown value 'lcorn'"):
+        LossConfig(method="lcorn")
+    with pytest.raises(ValueError, match="LossConfig.sort_op: unknown value 'quick_sort'"):
+        LossConfig(sort_op="quick_sort")
     with pytest.raises(ValueError, match="stage_top_k"):
         losses.get(LossConfig(stage_top_k=(10,)))
     with pytest.raises(ValueError, match="unknown field"):

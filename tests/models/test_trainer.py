@@ -50,9 +50,11 @@ PROBE = textwrap.dedent(
     unseen_items = tf.constant(requests["unseen_video_id"])
     out = {}
     for split in ("train", "eval"):
-        examples = tf.constant(list(tf.data.TFRecordDataset(split + ".tfrecord").as_numpy_iterator()))
-        out["retrieval_examples_" + split] = retrieval["serving_tf_example"](examples=examples)["scores"]
-        out["ranking_examples_" + split] = ranking["serving_tf_example"](examples=examples)["scores"]
+        records = tf.data.TFRecordDataset(split + ".tfrecord").as_numpy_iterator()
+        examples = tf.constant(list(records))
+        for stage, model in (("retrieval", retrieval), ("ranking", ranking)):
+            scores = model["serving_tf_example"](examples=examples)["scores"]
+            out[stage + "_examples_" + split] = scores
     out["retrieval_score"] = retrieval["score"](**query, video_id=video_id)["scores"]
     out["ranking_default"] = ranking["serving_default"](**query, video_id=video_id)["scores"]
     top = retrieval["serving_default"](**query)
