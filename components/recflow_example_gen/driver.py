@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from tfx.components.example_gen import driver, utils
+from tfx.dsl.components.base import base_driver
 from tfx.proto import example_gen_pb2
 from tfx.types import standard_component_specs
 from tfx.utils import io_utils, proto_utils
@@ -40,3 +41,22 @@ class RecFlowDriver(driver.Driver):
         exec_properties[utils.VERSION_PROPERTY_NAME] = None
         exec_properties[utils.FINGERPRINT_PROPERTY_NAME] = "\n".join(parts)
         return exec_properties
+
+    def _prepare_output_artifacts(
+        self,
+        input_artifacts: dict[str, list[Any]],
+        output_dict: dict[str, Any],
+        exec_properties: dict[str, Any],
+        execution_id: int,
+        pipeline_info: Any,
+        component_info: Any,
+    ) -> dict[str, list[Any]]:
+        # Legacy launchers (InteractiveContext) call this: the stock ExampleGen driver prepares
+        # only ``examples``; the dead letters and the counts need their artifacts too.
+        args = (exec_properties, execution_id, pipeline_info, component_info)
+        result = super()._prepare_output_artifacts(input_artifacts, output_dict, *args)
+        others = {k: v for k, v in output_dict.items() if k not in result}
+        result.update(
+            base_driver.BaseDriver._prepare_output_artifacts(self, input_artifacts, others, *args)
+        )
+        return result
