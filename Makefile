@@ -15,7 +15,7 @@ AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed
 PYTEST_ARGS ?=
 RUN_ARGS ?=
 
-.PHONY: help venv run test unit lint format lock lock-check airflow-venv experiment bench clean
+.PHONY: help venv run test unit lint format lock lock-check airflow-venv experiment ablations bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -46,7 +46,7 @@ format: $(STAMP)  ## apply ruff fixes and formatting
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-test: lint  ## lint, then every test (unit, slow and pipeline)
+test: lint $(AIRFLOW_STAMP)  ## lint, then every test (unit, slow and pipeline; builds both venvs)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 unit: $(STAMP)  ## the fast unit tests only
@@ -71,8 +71,15 @@ $(AIRFLOW_STAMP): requirements-airflow.txt pyproject.toml
 
 airflow-venv: $(AIRFLOW_STAMP)  ## optional extra: .venv-airflow with the Airflow lock
 
-experiment: $(STAMP)  ## compare the loss methods on simulated logs (default config)
-	$(VENV)/bin/lcron experiment --config experiments/configs/default.json --out results/default
+EXPERIMENT_WORKERS ?= 2
+
+experiment: $(STAMP)  ## compare the paper's loss methods on simulated logs (default config)
+	$(VENV)/bin/lcron experiment --config experiments/configs/default.json --out results/default \
+	  --workers $(EXPERIMENT_WORKERS)
+
+ablations: $(STAMP)  ## LCRON's ablations (e2e/single terms, sort op, tau, weighting)
+	$(VENV)/bin/lcron experiment --config experiments/configs/ablations.json \
+	  --out results/ablations --workers $(EXPERIMENT_WORKERS)
 
 bench: $(STAMP)  ## run every benchmark script (prints figures)
 	for b in benchmarks/*_bench.py; do echo "== $$b"; $(PY) $$b || exit 1; done

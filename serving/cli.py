@@ -1,0 +1,71 @@
+"""``lcron serve``: run the cascade service (in process, or in front of TF Serving)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--serving-dir", required=True, help="push dir holding manifest.json and both stages"
+    )
+    parser.add_argument(
+        "--backend",
+        choices=("inprocess", "tfserving"),
+        default="inprocess",
+        help="inprocess: tf.saved_model.load both stages here (default); tfserving: call TF "
+        "Serving by model name and the manifest's paired version",
+    )
+    parser.add_argument(
+        "--tfserving-url",
+        default=None,
+        help="with --backend tfserving: http://HOST:8501 (REST) or grpc://HOST:8500 (gRPC)",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="bind address (default loopback)")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--k1", type=int, default=100, help="retrieval items ranking re-scores")
+    parser.add_argument("--max-k", type=int, default=None, help="largest k (default: --k1)")
+    parser.add_argument("--poll-interval", type=float, default=2.0, help="manifest poll, s")
+    parser.add_argument("--max-body-bytes", type=int, default=64 * 1024)
+    parser.add_argument(
+        "--max-batch",
+        type=int,
+        default=32,
+        help="inprocess: most concurrent requests served by one signature call (1: no batching)",
+    )
+    parser.add_argument("--timeout", type=float, default=5.0, help="TF Serving call timeout, s")
+    parser.add_argument("--log-level", default="info")
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from serving.app import ServiceConfig, create_app
+    from serving.backends import make_backend
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s %(message)s")
+    if args.max_batch < 1:
+        print("error: --max-batch must be >= 1")
+        return 2
+    if args.k1 < 1 or (args.max_k is not None and not 1 <= args.max_k <= args.k1):
+        print("error: need --k1 >= 1 and 1 <= --max-k <= --k1")
+        return 2
+    try:
+        backend = make_backend(
+            args.backend, args.tfserving_url, timeout_s=args.timeout, max_batch=args.max_batch
+        )
+    except ValueError as err:
+        print(f"error: {err}")
+        return 2
+    config = ServiceConfig(
+        serving_dir=Path(args.serving_dir),
+        k1=args.k1,
+        max_k=args.max_k,
+        max_body_bytes=args.max_body_bytes,
+        poll_interval_s=args.poll_interval,
+    )
+    app = create_app(config, backend)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
+    return 0
