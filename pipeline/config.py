@@ -1,0 +1,185 @@
+"""The pipeline's configuration: one typed object with documented defaults.
+
+Sources, later ones win: the defaults below, a JSON file (``--config FILE``), then command-line
+overrides (``--set trainer.train_steps=200``). Unknown keys are rejected by name so a typo never
+silently falls back to a default. The runners own paths and orchestration; ``create_pipeline``
+receives everything it needs from here as plain arguments.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any, get_type_hints
+
+
+@dataclasses.dataclass
+class DataConfig:
+    """Where the logs come from and how days become splits.
+
+    Attributes:
+      input_base: folder of daily log folders (``day_00/``, ``day_01/``, ...). Empty: ``lcron run``
+        simulates a log into ``<output_dir>/logs``.
+      format: "parquet", "csv" or "feather" (RecFlow's all_stage files).
+      train_days: day folders used for training (the paper's streaming protocol: days 0..t-1).
+      eval_days: later day folders used for evaluation (day t).
+      list_size: candidates per request in the list-wise example (10 per stage group).
+      label_mode: "ground_truth" (the ranking stage's top-10, the paper's) or "feedback".
+      simulate_days / simulate_requests_per_day / simulate_seed: the embedded default log.
+      simulate_corrupt_fraction: share of malformed rows in the simulated log (dead-lettered).
+    """
+
+    input_base: str = ""
+    format: str = "parquet"
+    train_days: tuple[int, ...] = (0, 1)
+    eval_days: tuple[int, ...] = (2,)
+    list_size: int = 40
+    label_mode: str = "ground_truth"
+    simulate_days: int = 3
+    simulate_requests_per_day: int = 1500
+    simulate_seed: int = 7
+    simulate_corrupt_fraction: float = 0.002
+
+
+@dataclasses.dataclass
+class TrainingConfig:
+    """Hyperparameters handed to the Trainer through ``custom_config``.
+
+    ``loss``, ``metrics``, ``model`` and ``trainer`` are the dict forms of
+    ``models.config.LossConfig``, ``MetricConfig``, ``ModelConfig`` and ``TrainerConfig``; they
+    are validated against those dataclasses when the configuration is built.
+    """
+
+    loss: dict[str, Any] = dataclasses.field(default_factory=dict)
+    metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
+    model: dict[str, Any] = dataclasses.field(default_factory=dict)
+    trainer: dict[str, Any] = dataclasses.field(default_factory=dict)
+    warm_start: bool = False
+
+
+@dataclasses.dataclass
+class EvaluationConfig:
+    """Blessing rule: clear an absolute floor and do not regress past the last blessed model.
+
+    Attributes:
+      recall_floor: minimum end-to-end Recall@gt@k1@k2 on the eval split.
+      max_regression: largest allowed drop against the last blessed model (absolute).
+      slice_features: context features the evaluation is sliced by.
+    """
+
+    recall_floor: float = 0.5
+    max_regression: float = 0.01
+    slice_features: tuple[str, ...] = ("gender",)
+
+
+@dataclasses.dataclass
+class PipelineConfig:
+    """Everything a runner needs. ``output_dir`` holds pipeline root, metadata and serving dir."""
+
+    pipeline_name: str = "lcron-cascade"
+    output_dir: str = "outputs"
+    serving_dir: str = ""  # default: <output_dir>/serving
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
+    evaluation: EvaluationConfig = dataclasses.field(default_factory=EvaluationConfig)
+    # Beam: DirectRunner in multi-process mode locally; pass Dataflow/Flink/Spark args unchanged.
+    beam_pipeline_args: tuple[str, ...] = (
+        "--direct_running_mode=multi_processing",
+        "--direct_num_workers=0",
+    )
+    enable_cache: bool = True
+
+    def __post_init__(self) -> None:
+        _validate_training(self.training)
+
+    # --- paths the runners derive --------------------------------------------------------
+    @property
+    def pipeline_root(self) -> str:
+        return str(Path(self.output_dir) / "pipeline_root")
+
+    @property
+    def metadata_path(self) -> str:
+        return str(Path(self.output_dir) / "metadata.sqlite")
+
+    @property
+    def resolved_serving_dir(self) -> str:
+        return self.serving_dir or str(Path(self.output_dir) / "serving")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _validate_training(training: TrainingConfig) -> None:
+    # Light import (no TensorFlow): fail at configuration time, not inside the Trainer.
+    from models import config as model_config
+
+    model_config.LossConfig.from_dict(training.loss)
+    model_config.MetricConfig.from_dict(training.metrics)
+    for name, value in (("ModelConfig", training.model), ("TrainerConfig", training.trainer)):
+        cls = getattr(model_config, name, None)
+        if cls is not None:
+            cls.from_dict(value)
+
+
+def _build(cls: type, values: dict[str, Any], where: str) -> Any:
+    hints = get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ValueError(f"config: unknown key(s) {unknown} in {where or 'top level'}")
+    kwargs = {}
+    for name, value in values.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            if not isinstance(value, dict):
+                raise ValueError(f"config: {where}{name} must be an object")
+            kwargs[name] = _build(hint, value, f"{where}{name}.")
+        elif isinstance(value, list):
+            kwargs[name] = tuple(value)
+        else:
+            kwargs[name] = value
+    return cls(**kwargs)
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ValueError(f"config: cannot set {dotted}: {key} is not an object")
+    node[keys[-1]] = value
+
+
+def _parse_value(text: str) -> Any:
+    """Command-line values are JSON when they parse as JSON (numbers, lists, true), else text."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | None = None
+) -> PipelineConfig:
+    """Builds the configuration from defaults, an optional JSON file and ``key=value`` overrides.
+
+    Args:
+      path: JSON file with any subset of the fields (nested objects for sections).
+      overrides: ``dotted.key=value`` strings; values parse as JSON when they can.
+
+    Raises:
+      ValueError: on unknown keys or malformed overrides, naming the key.
+    """
+    tree: dict[str, Any] = {}
+    if path:
+        tree = json.loads(Path(path).read_text())
+        if not isinstance(tree, dict):
+            raise ValueError(f"config: {path} must hold a JSON object")
+    for item in overrides or []:
+        if "=" not in item:
+            raise ValueError(f"config: override {item!r} is not key=value")
+        key, value = item.split("=", 1)
+        _set_dotted(tree, key.strip(), _parse_value(value))
+    return _build(PipelineConfig, tree, "")

@@ -1,0 +1,115 @@
+"""Runs the pipeline on TFX's LocalDagRunner with SQLite ML Metadata (the local default)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from data import DATA_DIR
+from pipeline.config import PipelineConfig
+
+SCHEMA_PATH = DATA_DIR / "schema.pbtxt"
+
+
+def hyperparameters(config: PipelineConfig) -> dict[str, Any]:
+    """The Trainer's custom_config sections from the typed configuration."""
+    training = config.training
+    return {
+        "loss": dict(training.loss),
+        "metrics": dict(training.metrics),
+        "model": dict(training.model),
+        "trainer": dict(training.trainer),
+    }
+
+
+def build(config: PipelineConfig, input_base: str):
+    """The pipeline for ``config`` reading logs from ``input_base`` (SQLite MLMD)."""
+    from tfx import v1 as tfx
+
+    from pipeline.pipeline import create_pipeline
+
+    Path(config.output_dir).mkdir(parents=True, exist_ok=True)
+    return create_pipeline(
+        pipeline_name=config.pipeline_name,
+        pipeline_root=config.pipeline_root,
+        input_base=input_base,
+        schema_path=str(SCHEMA_PATH),
+        serving_dir=config.resolved_serving_dir,
+        metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
+            config.metadata_path
+        ),
+        beam_pipeline_args=config.beam_pipeline_args,
+        train_days=config.data.train_days,
+        eval_days=config.data.eval_days,
+        input_format=config.data.format,
+        list_size=config.data.list_size,
+        label_mode=config.data.label_mode,
+        hyperparameters=hyperparameters(config),
+        warm_start=config.training.warm_start,
+        recall_floor=config.evaluation.recall_floor,
+        max_regression=config.evaluation.max_regression,
+        slice_features=config.evaluation.slice_features,
+        enable_cache=config.enable_cache,
+    )
+
+
+def run(config: PipelineConfig, input_base: str) -> None:
+    """Runs the whole pipeline once, in this process."""
+    from tfx import v1 as tfx
+
+    logging.getLogger().setLevel(logging.INFO)
+    tfx.orchestration.LocalDagRunner().run(build(config, input_base))
+
+
+def _newest(component_dir: Path, name: str) -> Path | None:
+    """The newest execution's output file of a component (execution ids grow)."""
+    found = [p for p in component_dir.glob(f"*/*/{name}") if p.parent.name.isdigit()]
+    return max(found, key=lambda p: int(p.parent.name)) if found else None
+
+
+def summary(config: PipelineConfig) -> dict[str, Any]:
+    """Where the models went, the evaluation table and the blessing of the newest run."""
+    root = Path(config.pipeline_root)
+    result: dict[str, Any] = {"serving_dir": config.resolved_serving_dir}
+    metrics_file = _newest(root / "CascadeEvaluator", "metrics.json")
+    if metrics_file:
+        report = json.loads(metrics_file.read_text())
+        result.update(
+            blessed=report["blessed"],
+            reason=report["reason"],
+            evaluation=report["candidate"],
+            baseline=(report["baseline"] or {}).get("overall"),
+        )
+    manifest = Path(config.resolved_serving_dir) / "manifest.json"
+    result["serving_manifest"] = json.loads(manifest.read_text()) if manifest.exists() else None
+    stats_file = _newest(root / "RecFlowExampleGen", "stats.json")
+    result["ingestion"] = json.loads(stats_file.read_text()) if stats_file else None
+    return result
+
+
+def format_summary(result: dict[str, Any]) -> str:
+    lines = []
+    evaluation = result.get("evaluation")
+    if evaluation:
+        names = list(evaluation["overall"])
+        lines.append(f"evaluation on {evaluation['requests']} eval requests:")
+        lines.append("  " + " | ".join(["slice".ljust(14), *[n[:22].rjust(22) for n in names]]))
+        rows = [("overall", evaluation["overall"]), *evaluation["slices"].items()]
+        for label, values in rows:
+            cells = [f"{values[n]:.4f}".rjust(22) for n in names]
+            lines.append("  " + " | ".join([label.ljust(14), *cells]))
+        if result.get("baseline"):
+            lines.append(f"  last blessed model: {json.dumps(result['baseline'])}")
+        lines.append(f"blessed: {result['blessed']} ({result['reason']})")
+    manifest = result.get("serving_manifest")
+    if manifest:
+        lines.append(f"serving: version {manifest['version']} under {result['serving_dir']}")
+        for stage, info in manifest["stages"].items():
+            lines.append(f"  {stage}: {Path(result['serving_dir']) / info['path']}")
+    else:
+        lines.append(f"serving: nothing pushed yet under {result['serving_dir']}")
+    if result.get("ingestion"):
+        lines.append(f"ingestion: {json.dumps(result['ingestion'])}")
+    return "\n".join(lines)

@@ -1,0 +1,152 @@
+"""The LCRON cascade pipeline: wiring only.
+
+``create_pipeline`` takes every path, the ML Metadata connection and the Beam args as
+parameters; runners (``local_runner``, ``airflow_dag``, the notebook) own where and how it runs.
+Every node has a stable id so that caching, lineage and the Airflow task graph stay put.
+
+    RecFlowExampleGen -> StatisticsGen -> ExampleValidator <- ImportSchemaGen
+           |                                   Transform <-------/
+           |                                       |
+           |              latest blessed model -> Trainer (both stages, one network)
+           +----------------------------------> CascadeEvaluator -> CascadePusher (both stages)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from tfx import v1 as tfx
+
+from components.cascade_evaluator.component import CascadeEvaluator
+from components.cascade_pusher.component import CascadePusher
+from components.recflow_example_gen import RecFlowExampleGen, day_splits
+from models.code_version import code_version
+
+
+def create_pipeline(
+    *,
+    pipeline_name: str,
+    pipeline_root: str,
+    input_base: str,
+    schema_path: str,
+    serving_dir: str,
+    metadata_connection_config: Any | None,
+    beam_pipeline_args: Sequence[str],
+    train_days: Sequence[int],
+    eval_days: Sequence[int],
+    input_format: str = "parquet",
+    list_size: int = 40,
+    label_mode: str = "ground_truth",
+    hyperparameters: dict[str, Any] | None = None,
+    warm_start: bool = False,
+    recall_floor: float = 0.5,
+    max_regression: float = 0.01,
+    slice_features: Sequence[str] = ("gender",),
+    enable_cache: bool = True,
+) -> tfx.dsl.Pipeline:
+    """Builds the pipeline.
+
+    Args:
+      pipeline_name: name in ML Metadata (and the Airflow DAG id).
+      pipeline_root: where artifacts are written.
+      input_base: folder of daily log folders (``day_00/`` ...).
+      schema_path: curated schema of the list-wise examples (``data/schema.pbtxt``).
+      serving_dir: TF Serving model base the pair is pushed to.
+      metadata_connection_config: ML Metadata connection (SQLite locally); None lets the
+        orchestrator provide it (Airflow/Kubeflow).
+      beam_pipeline_args: passed unchanged to every Beam-powered component.
+      train_days / eval_days: day folders of the ``train`` and ``eval`` splits.
+      input_format: "parquet", "csv" or "feather".
+      list_size: candidates per request in the list-wise example.
+      label_mode: "ground_truth" or "feedback".
+      hyperparameters: ``{"loss": ..., "metrics": ..., "model": ..., "trainer": ...}`` dicts
+        of the ``models.config`` dataclasses, handed to the Trainer through custom_config.
+      warm_start: start training from the latest blessed model.
+      recall_floor / max_regression: the blessing rule (see ``CascadeEvaluator``).
+      slice_features: context features the evaluation is sliced by.
+      enable_cache: reuse results of unchanged components.
+    """
+    hyperparameters = dict(hyperparameters or {})
+    # Dotted run_fn/preprocessing_fn do not change when their code does: the version of models/
+    # in custom_config makes TFX re-run Transform and Trainer after a code edit.
+    version = code_version()
+
+    example_gen = RecFlowExampleGen(
+        input_base=input_base,
+        input_config=day_splits(train_days, eval_days),
+        input_format=input_format,
+        list_size=list_size,
+        label_mode=label_mode,
+    ).with_id("RecFlowExampleGen")
+
+    statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"]).with_id(
+        "StatisticsGen"
+    )
+    schema_gen = tfx.components.ImportSchemaGen(schema_file=schema_path).with_id("ImportSchemaGen")
+    example_validator = tfx.components.ExampleValidator(
+        statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
+    ).with_id("ExampleValidator")
+
+    transform = tfx.components.Transform(
+        examples=example_gen.outputs["examples"],
+        schema=schema_gen.outputs["schema"],
+        preprocessing_fn="models.preprocessing.preprocessing_fn",
+        custom_config={"code_version": version},
+    ).with_id("Transform")
+
+    latest_blessed = tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+    ).with_id("LatestBlessedModelResolver")
+
+    trainer = tfx.components.Trainer(
+        run_fn="models.trainer.run_fn",
+        examples=transform.outputs["transformed_examples"],
+        transform_graph=transform.outputs["transform_graph"],
+        schema=schema_gen.outputs["schema"],
+        base_model=latest_blessed.outputs["model"] if warm_start else None,
+        train_args=tfx.proto.TrainArgs(splits=["train"]),
+        eval_args=tfx.proto.EvalArgs(splits=["eval"]),
+        custom_config={**hyperparameters, "code_version": version, "warm_start": warm_start},
+    ).with_id("Trainer")
+
+    evaluator = CascadeEvaluator(
+        examples=example_gen.outputs["examples"],
+        model=trainer.outputs["model"],
+        baseline_model=latest_blessed.outputs["model"],
+        eval_split="eval",
+        recall_floor=recall_floor,
+        max_regression=max_regression,
+        slice_features=slice_features,
+        metric_config=hyperparameters.get("metrics"),
+    ).with_id("CascadeEvaluator")
+
+    pusher = CascadePusher(
+        model=trainer.outputs["model"],
+        model_blessing=evaluator.outputs["blessing"],
+        examples=example_gen.outputs["examples"],
+        evaluation=evaluator.outputs["evaluation"],
+        serving_dir=serving_dir,
+        eval_split="eval",
+    ).with_id("CascadePusher")
+
+    return tfx.dsl.Pipeline(
+        pipeline_name=pipeline_name,
+        pipeline_root=pipeline_root,
+        components=[
+            example_gen,
+            statistics_gen,
+            schema_gen,
+            example_validator,
+            transform,
+            latest_blessed,
+            trainer,
+            evaluator,
+            pusher,
+        ],
+        enable_cache=enable_cache,
+        metadata_connection_config=metadata_connection_config,
+        beam_pipeline_args=list(beam_pipeline_args),
+    )

@@ -1,0 +1,50 @@
+"""PipelineConfig: defaults, JSON file, command-line overrides, and errors that name the key."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import PipelineConfig, load_config
+
+
+def test_defaults_are_the_embedded_job() -> None:
+    config = load_config()
+    assert config == PipelineConfig()
+    assert config.data.input_base == ""  # simulate
+    assert config.data.train_days == (0, 1) and config.data.eval_days == (2,)
+    assert config.resolved_serving_dir == str(Path("outputs") / "serving")
+    assert any("multi_processing" in a for a in config.beam_pipeline_args)
+
+
+def test_file_then_overrides_win(tmp_path: Path) -> None:
+    path = tmp_path / "c.json"
+    path.write_text(
+        json.dumps({"output_dir": "x", "data": {"train_days": [0, 1, 2], "eval_days": [3]}})
+    )
+    config = load_config(
+        path,
+        ["data.eval_days=[4]", "training.loss.method=bce", "evaluation.recall_floor=0.25"],
+    )
+    assert config.output_dir == "x"
+    assert config.data.train_days == (0, 1, 2)
+    assert config.data.eval_days == (4,)
+    assert config.training.loss == {"method": "bce"}
+    assert config.evaluation.recall_floor == 0.25
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["data.eval_dayz=[3]"], "eval_dayz"),
+        (["nonsense=1"], "nonsense"),
+        (["training.loss.methd=bce"], "methd"),
+        (["data=3"], "data must be an object"),
+        (["no-equals-sign"], "key=value"),
+    ],
+)
+def test_bad_keys_are_named(overrides: list[str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        load_config(None, overrides)
