@@ -85,7 +85,7 @@ def run_cell(
     tft_output = tft.TFTransformOutput(artifacts["transform_graph"])
     examples = artifacts["transformed_examples"]
     train_files, eval_files = f"{examples}/Split-train/*", f"{examples}/Split-eval/*"
-    model, _ = fit(hp, tft_output, train_files, eval_files, validate_each_epoch=False)
+    model, _ = fit(hp, tft_output, train_files, eval_files, validate_each_epoch=False, verbose=0)
     eval_ds = data.input_fn(eval_files, tft_output, trainer.batch_size, shuffle=False, repeat=False)
     results = model.evaluate(eval_ds, return_dict=True, verbose=0)
     return {name: float(value) for name, value in results.items()}

@@ -72,6 +72,7 @@ def fit(
     log_dir: str | None = None,
     base_model: str | None = None,
     validate_each_epoch: bool = True,
+    verbose: int = 2,
 ) -> tuple[CascadeModel, dict[str, list[float]]]:
     """Builds the cascade under the configured tf.distribute strategy and trains it.
 
@@ -85,6 +86,7 @@ def fit(
         ``hp.warm_start``.
       validate_each_epoch: evaluate the eval split after every epoch (else never: callers
         evaluate themselves).
+      verbose: Keras' fit verbosity (2: one line per epoch).
 
     Returns:
       The trained model and Keras' history (per epoch; eval figures prefixed ``val_``).
@@ -137,7 +139,7 @@ def fit(
         epochs=epochs,
         steps_per_epoch=steps_per_epoch,
         callbacks=callbacks,
-        verbose=2,
+        verbose=verbose,
         **validation,
     )
     return model, dict(history.history)

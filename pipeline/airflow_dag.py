@@ -28,32 +28,18 @@ def create_dag(config: PipelineConfig):
         AirflowPipelineConfig,
     )
 
-    from pipeline.local_runner import SCHEMA_PATH, hyperparameters
-    from pipeline.pipeline import create_pipeline
+    from pipeline.local_runner import create_from_config
 
     days = day_numbers(config.data.input_base)
     # Until two days of logs exist the DAG still parses (runs would fail in ExampleGen, naming
     # the missing folder); afterwards every parse picks up the newest day.
     train_days, eval_days = newest_day_splits(days, TRAIN_WINDOW) if len(days) >= 2 else ([0], [1])
-    tfx_pipeline = create_pipeline(
-        pipeline_name=config.pipeline_name,
-        pipeline_root=config.pipeline_root,
+    tfx_pipeline = create_from_config(
+        config,
         input_base=config.data.input_base,
-        schema_path=str(SCHEMA_PATH),
-        serving_dir=config.resolved_serving_dir,
-        metadata_connection_config=metadata.sqlite_metadata_connection_config(config.metadata_path),
-        beam_pipeline_args=config.beam_pipeline_args,
         train_days=train_days,
         eval_days=eval_days,
-        input_format=config.data.format,
-        list_size=config.data.list_size,
-        label_mode=config.data.label_mode,
-        hyperparameters=hyperparameters(config),
-        warm_start=config.training.warm_start,
-        recall_floor=config.evaluation.recall_floor,
-        max_regression=config.evaluation.max_regression,
-        slice_features=config.evaluation.slice_features,
-        enable_cache=config.enable_cache,
+        metadata_connection_config=metadata.sqlite_metadata_connection_config(config.metadata_path),
     )
     airflow_config = {
         "schedule_interval": SCHEDULE,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,25 +25,27 @@ def hyperparameters(config: PipelineConfig) -> dict[str, Any]:
     }
 
 
-def build(config: PipelineConfig, input_base: str):
-    """The pipeline for ``config`` reading logs from ``input_base`` (SQLite MLMD)."""
-    from tfx import v1 as tfx
-
+def create_from_config(
+    config: PipelineConfig,
+    *,
+    input_base: str,
+    train_days: Sequence[int],
+    eval_days: Sequence[int],
+    metadata_connection_config: Any,
+):
+    """``create_pipeline`` with every other argument taken from ``config`` (all runners)."""
     from pipeline.pipeline import create_pipeline
 
-    Path(config.output_dir).mkdir(parents=True, exist_ok=True)
     return create_pipeline(
         pipeline_name=config.pipeline_name,
         pipeline_root=config.pipeline_root,
         input_base=input_base,
         schema_path=str(SCHEMA_PATH),
         serving_dir=config.resolved_serving_dir,
-        metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
-            config.metadata_path
-        ),
+        metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=config.beam_pipeline_args,
-        train_days=config.data.train_days,
-        eval_days=config.data.eval_days,
+        train_days=train_days,
+        eval_days=eval_days,
         input_format=config.data.format,
         list_size=config.data.list_size,
         label_mode=config.data.label_mode,
@@ -52,6 +55,22 @@ def build(config: PipelineConfig, input_base: str):
         max_regression=config.evaluation.max_regression,
         slice_features=config.evaluation.slice_features,
         enable_cache=config.enable_cache,
+    )
+
+
+def build(config: PipelineConfig, input_base: str):
+    """The pipeline for ``config`` reading logs from ``input_base`` (SQLite MLMD)."""
+    from tfx import v1 as tfx
+
+    Path(config.output_dir).mkdir(parents=True, exist_ok=True)
+    return create_from_config(
+        config,
+        input_base=input_base,
+        train_days=config.data.train_days,
+        eval_days=config.data.eval_days,
+        metadata_connection_config=tfx.orchestration.metadata.sqlite_metadata_connection_config(
+            config.metadata_path
+        ),
     )
 
 
