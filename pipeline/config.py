@@ -22,6 +22,9 @@ class DataConfig:
       input_base: folder of daily log folders (``day_00/``, ``day_01/``, ...). Empty: ``lcron run``
         simulates a log into ``<output_dir>/logs``.
       format: "parquet", "csv" or "feather" (RecFlow's all_stage files).
+      day_pattern: glob of one day's files under ``input_base``; ``{day}`` is the day number
+        (``"day_{day:02d}/*"``: the simulator's folders; for a RecFlow download e.g.
+        ``"all_stage/2024-01-{day:02d}.feather"``).
       train_days: day folders used for training (the paper's streaming protocol: days 0..t-1).
       eval_days: later day folders used for evaluation (day t).
       list_size: candidates per request in the list-wise example (10 per stage group).
@@ -32,6 +35,7 @@ class DataConfig:
 
     input_base: str = ""
     format: str = "parquet"
+    day_pattern: str = "day_{day:02d}/*"
     train_days: tuple[int, ...] = (0, 1)
     eval_days: tuple[int, ...] = (2,)
     list_size: int = 40

@@ -47,6 +47,7 @@ def create_from_config(
         train_days=train_days,
         eval_days=eval_days,
         input_format=config.data.format,
+        day_pattern=config.data.day_pattern,
         list_size=config.data.list_size,
         label_mode=config.data.label_mode,
         hyperparameters=hyperparameters(config),
@@ -114,10 +115,11 @@ def format_summary(result: dict[str, Any]) -> str:
     if evaluation:
         names = list(evaluation["overall"])
         lines.append(f"evaluation on {evaluation['requests']} eval requests:")
-        lines.append("  " + " | ".join(["slice".ljust(14), *[n[:22].rjust(22) for n in names]]))
+        width = max(len(n) for n in names)
+        lines.append("  " + " | ".join(["slice".ljust(14), *[n.rjust(width) for n in names]]))
         rows = [("overall", evaluation["overall"]), *evaluation["slices"].items()]
         for label, values in rows:
-            cells = [f"{values[n]:.4f}".rjust(22) for n in names]
+            cells = [f"{values[n]:.4f}".rjust(width) for n in names]
             lines.append("  " + " | ".join([label.ljust(14), *cells]))
         if result.get("baseline"):
             lines.append(f"  last blessed model: {json.dumps(result['baseline'])}")

@@ -36,6 +36,7 @@ def create_pipeline(
     train_days: Sequence[int],
     eval_days: Sequence[int],
     input_format: str = "parquet",
+    day_pattern: str = "day_{day:02d}/*",
     list_size: int = 40,
     label_mode: str = "ground_truth",
     hyperparameters: dict[str, Any] | None = None,
@@ -58,6 +59,8 @@ def create_pipeline(
       beam_pipeline_args: passed unchanged to every Beam-powered component.
       train_days / eval_days: day folders of the ``train`` and ``eval`` splits.
       input_format: "parquet", "csv" or "feather".
+      day_pattern: glob of one day's files under ``input_base``, with ``{day}`` (e.g.
+        ``"all_stage/2024-01-{day:02d}.feather"`` for a RecFlow download).
       list_size: candidates per request in the list-wise example.
       label_mode: "ground_truth" or "feedback".
       hyperparameters: ``{"loss": ..., "metrics": ..., "model": ..., "trainer": ...}`` dicts
@@ -74,7 +77,7 @@ def create_pipeline(
 
     example_gen = RecFlowExampleGen(
         input_base=input_base,
-        input_config=day_splits(train_days, eval_days),
+        input_config=day_splits(train_days, eval_days, day_pattern),
         input_format=input_format,
         list_size=list_size,
         label_mode=label_mode,

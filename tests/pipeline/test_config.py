@@ -48,3 +48,30 @@ def test_file_then_overrides_win(tmp_path: Path) -> None:
 def test_bad_keys_are_named(overrides: list[str], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         load_config(None, overrides)
+
+
+@pytest.mark.slow
+def test_day_pattern_reaches_the_example_gen(tmp_path: Path) -> None:
+    """A RecFlow download's layout (one feather file per date) through the configuration."""
+    from pipeline import local_runner
+
+    config = load_config(
+        None,
+        [
+            f"output_dir={tmp_path}",
+            "data.format=feather",
+            "data.day_pattern=all_stage/2024-01-{day:02d}.feather",
+            "data.train_days=[10,11]",
+            "data.eval_days=[12]",
+        ],
+    )
+    pipeline = local_runner.build(config, "/data/recflow")
+    example_gen = next(c for c in pipeline.components if c.id == "RecFlowExampleGen")
+    # TFX keeps proto execution properties as JSON text.
+    input_config = json.loads(example_gen.exec_properties["input_config"])
+    splits = {split["name"]: split["pattern"] for split in input_config["splits"]}
+    assert splits == {
+        "train": "all_stage/2024-01-10.feather,all_stage/2024-01-11.feather",
+        "eval": "all_stage/2024-01-12.feather",
+    }
+    assert example_gen.exec_properties["input_format"] == "feather"
