@@ -238,3 +238,23 @@ def test_saved_model_cli_lists_the_signatures_and_no_leaky_input(trained) -> Non
         inputs = {line.split("'")[1] for line in proc.stdout.splitlines() if "inputs['" in line}
         assert not inputs & set(features.LEAKY_FEATURES), inputs
         assert "video_id" in inputs and "user_id" in inputs
+
+
+def test_tensorboard_logs_every_loss_term_and_cascade_metric(trained) -> None:
+    # run_fn's model_run_dir: <out>/model_run beside <out>/Format-Serving/<stage>.
+    run_dir = trained.export_dirs["retrieval"].parents[1] / "model_run"
+    tags: dict[str, set[str]] = {"train": set(), "validation": set()}
+    for split, found in tags.items():
+        for path in (run_dir / split).glob("events.out.tfevents.*"):
+            for event in tf.compat.v1.train.summary_iterator(str(path)):
+                found.update(value.tag for value in event.summary.value)
+    wanted = {
+        "epoch_l_e2e",
+        "epoch_l_single_retrieval",
+        "epoch_l_single_ranking",
+        "epoch_recall_at_10_at_30_at_20",
+        "epoch_retrieval_recall_at_10_at_30",
+        "epoch_ranking_recall_at_10_at_20",
+    }
+    assert wanted <= tags["train"], tags["train"]
+    assert wanted <= tags["validation"], tags["validation"]
