@@ -12,18 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from models.config import LossConfig, ModelConfig, TrainerConfig
-
-PAPER_METHODS: tuple[str, ...] = (
-    "bce",
-    "icc",
-    "rankflow",
-    "fs_ranknet",
-    "fs_lambdaloss",
-    "arf",
-    "arf_v2",
-    "lcron",
-)
+from models.config import LOSS_METHODS, LossConfig, ModelConfig, TrainerConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,7 +41,7 @@ class ExperimentConfig:
       model / trainer: ``ModelConfig`` / ``TrainerConfig`` fields shared by every cell.
     """
 
-    variants: tuple[Variant, ...] = tuple(Variant(m, {"method": m}) for m in PAPER_METHODS)
+    variants: tuple[Variant, ...] = tuple(Variant(m, {"method": m}) for m in LOSS_METHODS)
     seeds: tuple[int, ...] = (0, 1, 2)
     simulate_days: int = 4
     simulate_requests_per_day: int = 1000

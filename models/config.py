@@ -26,9 +26,9 @@ def _from_dict(cls: type[_T], values: dict[str, Any] | None) -> _T:
 
 
 # Names of ``models.losses.get`` (its registry is checked against this list by a test): known
-# here, without TensorFlow, so a configuration fails on a typo before any training starts.
+# here, without TensorFlow, so a configuration fails on a typo before any training starts. In
+# the paper's table order, baselines first.
 LOSS_METHODS: tuple[str, ...] = (
-    "lcron",
     "bce",
     "icc",
     "rankflow",
@@ -36,6 +36,7 @@ LOSS_METHODS: tuple[str, ...] = (
     "fs_lambdaloss",
     "arf",
     "arf_v2",
+    "lcron",
 )
 SORT_OPS: tuple[str, ...] = ("neural_sort", "soft_sort")
 WEIGHTINGS: tuple[str, ...] = ("uwl", "fixed")
