@@ -33,20 +33,18 @@ def cell_path(out: Path, variant: str, seed: int, day: int) -> Path:
 
 
 def prepare_log(config: ExperimentConfig, out: Path) -> Path:
-    """Simulates the log once (the simulator is deterministic for its seed)."""
-    from simulator import SimulatorConfig, simulate
+    """Simulates the log once; a resumed run with the same settings reuses it."""
+    from simulator import SimulatorConfig, simulate_once
 
     logs = out / "logs"
-    if not (logs / "manifest.json").exists():
-        simulate(
-            SimulatorConfig(),
-            logs,
-            days=config.simulate_days,
-            requests_per_day=config.simulate_requests_per_day,
-            seed=config.simulate_seed,
-            progress=True,
-            overwrite=True,
-        )
+    simulate_once(
+        SimulatorConfig(),
+        logs,
+        days=config.simulate_days,
+        requests_per_day=config.simulate_requests_per_day,
+        seed=config.simulate_seed,
+        progress=True,
+    )
     return logs
 
 

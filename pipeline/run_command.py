@@ -39,24 +39,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def simulated_logs(config: PipelineConfig) -> str:
-    """Simulates the embedded default log once; later runs reuse it."""
-    from simulator import SimulatorConfig, simulate
+    """Simulates the embedded default log once; later runs with the same settings reuse it."""
+    from simulator import SimulatorConfig, simulate_once
 
     data = config.data
     out = Path(config.output_dir) / "logs"
-    wanted = {
-        "days": data.simulate_days,
-        "requests_per_day": data.simulate_requests_per_day,
-        "seed": data.simulate_seed,
-        "format": data.format,
-    }
-    manifest = out / "manifest.json"
-    if manifest.exists():
-        written = json.loads(manifest.read_text())
-        if all(written.get(k) == v for k, v in wanted.items()):
-            return str(out)
-    print(f"simulating {data.simulate_days} days x {data.simulate_requests_per_day} requests")
-    simulate(
+    _, written = simulate_once(
         SimulatorConfig(),
         out,
         days=data.simulate_days,
@@ -65,8 +53,11 @@ def simulated_logs(config: PipelineConfig) -> str:
         fmt=data.format,
         corrupt_fraction=data.simulate_corrupt_fraction,
         progress=True,
-        overwrite=True,  # a log simulated with other parameters
     )
+    state = "simulated" if written else "reusing the simulated"
+    days, requests = data.simulate_days, data.simulate_requests_per_day
+    # stderr: stdout carries the summary (JSON with --json).
+    print(f"{state} log of {days} days x {requests} requests", file=sys.stderr)
     return str(out)
 
 

@@ -246,3 +246,52 @@ def _prepare_out_dir(out: Path, overwrite: bool) -> None:
         else:
             path.unlink()
     out.mkdir(parents=True, exist_ok=True)
+
+
+def simulate_once(
+    config: SimulatorConfig,
+    out_dir: str | Path,
+    *,
+    days: int,
+    requests_per_day: int,
+    seed: int,
+    fmt: str = "parquet",
+    corrupt_fraction: float = 0.0,
+    progress: bool = False,
+) -> tuple[dict[str, Any], bool]:
+    """``simulate`` unless ``out_dir`` already holds a log written with these very arguments.
+
+    The simulator is deterministic, so a manifest recording the same schema version, seed, sizes,
+    format, corruption and ``config`` stands for the same files; anything else is re-simulated
+    (the old output replaced).
+
+    Returns:
+      (the manifest, whether it was written now).
+    """
+    wanted = {
+        "schema_version": SCHEMA_VERSION,
+        "seed": seed,
+        "days": days,
+        "requests_per_day": requests_per_day,
+        "format": fmt,
+        "corrupt_fraction": corrupt_fraction,
+        "config": config.to_dict(),
+    }
+    wanted = json.loads(json.dumps(wanted))  # compare as the manifest stores it (lists, not tuples)
+    path = Path(out_dir) / "manifest.json"
+    if path.exists():
+        written = json.loads(path.read_text())
+        if all(written.get(key) == value for key, value in wanted.items()):
+            return written, False
+    manifest = simulate(
+        config,
+        out_dir,
+        days=days,
+        requests_per_day=requests_per_day,
+        seed=seed,
+        fmt=fmt,
+        corrupt_fraction=corrupt_fraction,
+        progress=progress,
+        overwrite=True,
+    )
+    return manifest, True

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pyarrow.parquet as pq
@@ -88,3 +89,22 @@ def test_cli_rejects_unknown_config_key_by_name(tmp_path, capsys):
 def test_config_rejects_inconsistent_values(overrides, field):
     with pytest.raises(ValueError, match=field):
         SimulatorConfig.from_dict(overrides)
+
+
+def test_simulate_once_reuses_only_an_identical_log(tmp_path, small_config) -> None:
+    from simulator import simulate_once
+
+    args = {"days": 2, "requests_per_day": 20, "seed": 3}
+    first, written = simulate_once(small_config, tmp_path, **args)
+    assert written
+    day_file = tmp_path / first["per_day"][0]["path"]
+    mtime = day_file.stat().st_mtime_ns
+    again, written = simulate_once(small_config, tmp_path, **args)
+    assert not written and again == first
+    assert day_file.stat().st_mtime_ns == mtime  # not rewritten
+    # Any differing argument (corruption, config) gives a new log, not the stale one.
+    corrupted, written = simulate_once(small_config, tmp_path, corrupt_fraction=0.1, **args)
+    assert written and corrupted["corrupt_rows"] > 0
+    other = dataclasses.replace(small_config, pool_size=small_config.pool_size + 10)
+    _, written = simulate_once(other, tmp_path, corrupt_fraction=0.1, **args)
+    assert written
