@@ -62,8 +62,12 @@ def test_stack_pins_are_the_fixed_choices() -> None:
 def test_lock_is_reproduced_by_uv(tmp_path: Path, source: str, lock: str) -> None:
     uv = shutil.which("uv", path=str(Path(sys.executable).parent)) or shutil.which("uv")
     assert uv, "uv not found next to the interpreter: run `make venv`"
-    # Compile in a copy of the sources so the header and `-r` paths read as in the repo.
-    for name in ("requirements.in", "requirements-airflow.in"):
+    # Compile in a copy of the sources so the header and `-r` paths read as in the repo, with the
+    # committed lock as the output file, exactly as `make lock` does: uv keeps its pins where they
+    # still satisfy requirements*.in. Without them the check would compare against whatever the
+    # index serves today (every new release of any transitive package would fail it), not
+    # against drift between requirements*.in and the lock.
+    for name in ("requirements.in", "requirements-airflow.in", lock):
         shutil.copy(ROOT / name, tmp_path / name)
     subprocess.run(
         [uv, *_compile_flags(), source, "-o", lock, "--quiet"],
