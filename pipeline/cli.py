@@ -21,6 +21,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "run": ("pipeline.run_command", "run the whole TFX pipeline locally (LocalDagRunner)"),
     "serve": ("serving.cli", "serve the cascade over HTTP (in process or via TF Serving)"),
     "experiment": ("experiments.cli", "compare loss methods on simulated logs"),
+    "replay": (
+        "experiments.replay_cli",
+        "replay a simulated day against the pushed pair, scored with the true affinity",
+    ),
     "bench": ("pipeline.bench_command", "run a benchmark script from benchmarks/"),
 }
 
