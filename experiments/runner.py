@@ -62,9 +62,19 @@ def prepare_day(config: ExperimentConfig, logs: Path, out: Path, day: int) -> di
 
 
 def run_cell(
-    config: ExperimentConfig, variant: Variant, seed: int, artifacts: dict[str, str]
+    config: ExperimentConfig,
+    variant: Variant,
+    seed: int,
+    artifacts: dict[str, str],
+    *,
+    day: int | None = None,
+    logs: Path | None = None,
 ) -> dict[str, float]:
-    """Trains one variant with one seed on the day's train split; eval metrics of the day."""
+    """Trains one variant with one seed on the day's train split; eval metrics of the day.
+
+    With ``config.replay`` set, the trained pair is also exported and ``day`` of the simulated
+    log in ``logs`` replayed against it (``replay_*`` metrics, ``experiments.replay``).
+    """
     import tensorflow as tf
     import tensorflow_transform as tft
 
@@ -86,14 +96,59 @@ def run_cell(
     model, _ = fit(hp, tft_output, train_files, eval_files, validate_each_epoch=False, verbose=0)
     eval_ds = data.input_fn(eval_files, tft_output, trainer.batch_size, shuffle=False, repeat=False)
     results = model.evaluate(eval_ds, return_dict=True, verbose=0)
-    return {name: float(value) for name, value in results.items()}
+    metrics = {name: float(value) for name, value in results.items()}
+    if config.replay is not None:
+        if day is None or logs is None:
+            raise ValueError("run_cell: the replay needs the evaluation day and the log folder")
+        metrics.update(replay_cell(config, hp, model, tft_output, train_files, day, logs))
+    return metrics
+
+
+def replay_cell(
+    config: ExperimentConfig,
+    hp: Any,
+    model: Any,
+    tft_output: Any,
+    train_files: str,
+    day: int,
+    logs: Path,
+) -> dict[str, float]:
+    """Exports the trained pair as the Trainer does, pushes it to a temporary serving dir and
+    replays ``day`` of the simulated log against it; the ``replay_*`` figures."""
+    import shutil
+    import tempfile
+
+    from experiments import replay
+    from experiments.config import ReplayConfig
+    from models import data, exporter
+    from serving import manifest
+
+    replay_config = ReplayConfig.from_dict(
+        {**(config.replay or {}), "day": day, "train_days": config.train_days(day)}
+    )
+    corpus = data.item_corpus(train_files, tft_output)
+    tmp = Path(tempfile.mkdtemp(prefix="replay_"))
+    try:
+        exported = exporter.export_stages(
+            model.retrieval, model.ranking, tft_output, corpus, tmp / "export", hp.model.top_k
+        )
+        serving = tmp / "serving"
+        for stage, path in exported.items():
+            target = manifest.stage_dir(serving, stage, 1)
+            target.parent.mkdir(parents=True)
+            path.rename(target)
+        manifest.write_manifest(serving, 1)
+        report = replay.replay(serving, logs, replay_config)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return replay.summary_row(report)
 
 
 def _run_and_record(
     config: ExperimentConfig, variant: Variant, seed: int, day: int, artifacts: dict, out: Path
 ) -> tuple[dict[str, float], float]:
     started = time.monotonic()
-    metrics = run_cell(config, variant, seed, artifacts)
+    metrics = run_cell(config, variant, seed, artifacts, day=day, logs=out / "logs")
     seconds = time.monotonic() - started
     payload = {"variant": variant.name, "seed": seed, "day": day, "seconds": seconds, **metrics}
     _write_json(cell_path(out, variant.name, seed, day), payload)

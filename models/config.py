@@ -40,6 +40,8 @@ LOSS_METHODS: tuple[str, ...] = (
 )
 SORT_OPS: tuple[str, ...] = ("neural_sort", "soft_sort")
 WEIGHTINGS: tuple[str, ...] = ("uwl", "fixed")
+# Which batch items are the sampled negatives of the retrieval corpus term (``corpus_weight``).
+CORPUS_NEGATIVES: tuple[str, ...] = ("logged", "in_batch")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +64,15 @@ class LossConfig:
       stage_keep: how many items each stage passes downstream, first stage first (RecFlow:
         30 then 20); the cut-offs of the baselines that need them (RankFlow, ARF, ARF-v2).
       distill_weight: RankFlow's weight of the distillation from the downstream stage.
+      corpus_weight: weight of the retrieval stage's corpus term (``models.losses.corpus``): a
+        sampled softmax of each request's ground-truth items against the batch's items with
+        logQ correction, added to the cascade loss (``loss + corpus_weight * l_corpus``) so
+        retrieval learns to rank the whole corpus it serves, not only the logged lists. 0 (the
+        default, chosen by the replay: docs/results.md) leaves the cascade loss alone.
+      corpus_negatives: the sampled items: "logged" (every logged candidate of the batch's
+        requests) or "in_batch" (the batch's ground-truth items only, TFRS's in-batch softmax).
+      corpus_logq: subtract log Q(item), the item's share of the sampled slots in the training
+        data (Yi et al. 2019); False samples without correction (popular items over-penalised).
     """
 
     method: str = "lcron"
@@ -76,16 +87,22 @@ class LossConfig:
     fixed_weights: tuple[float, ...] = (1.0, 1.0)
     stage_keep: tuple[int, ...] = (30, 20)
     distill_weight: float = 1.0
+    corpus_weight: float = 0.0
+    corpus_negatives: str = "logged"
+    corpus_logq: bool = True
 
     def __post_init__(self) -> None:
         for name, known in (
             ("method", LOSS_METHODS),
             ("sort_op", SORT_OPS),
             ("weighting", WEIGHTINGS),
+            ("corpus_negatives", CORPUS_NEGATIVES),
         ):
             value = getattr(self, name)
             if value not in known:
                 raise ValueError(f"LossConfig.{name}: unknown value {value!r}; known: {known}")
+        if self.corpus_weight < 0:
+            raise ValueError(f"LossConfig.corpus_weight must be >= 0, got {self.corpus_weight}")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None) -> LossConfig:

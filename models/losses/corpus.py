@@ -1,0 +1,88 @@
+"""Retrieval against the whole corpus: a sampled softmax over the batch's items, logQ-corrected.
+
+The cascade losses only rank the 40 candidates an earlier production cascade logged, so the
+retrieval tower never learns to push down the rest of the corpus (sample selection bias), while
+at serving time it ranks every item. This term adds the corpus: each request's ground-truth
+items must beat items sampled from the corpus, here the items of the other requests of the batch
+(in-batch negatives, Yi et al., "Sampling-Bias-Corrected Neural Modeling for Large Corpus Item
+Recommendations", RecSys 2019; TFRS ``tasks.Retrieval``).
+
+In-batch items are not uniform over the corpus: an item appears as often as the log holds it
+(popular items far more often). The logQ correction subtracts the log of each item's sampling
+probability ``Q(j)`` from its logit, so the sampled softmax estimates the full softmax over the
+corpus rather than over the log's distribution:
+
+    s(b, j)   = <q_b, c_j> / temperature - log Q(j)
+    L(b, p)   = -log( exp s(b, p) / (exp s(b, p) + sum_{j in S, id(j) not in P_b} exp s(b, j)) )
+    L_corpus  = mean over the positives p of every request b of L(b, p)
+
+``S`` is the batch's sampled slots (every valid logged candidate, or only the positives: TFRS's
+in-batch softmax), ``P_b`` request b's positives: a slot holding one of b's own positive items is
+never one of b's negatives (TFRS ``remove_accidental_hits``, extended to several positives per
+request). With one positive per request and the positives as samples this is exactly
+``tfrs.tasks.Retrieval(candidate_sampling_probability=Q, remove_accidental_hits=True)``'s loss
+(summed there, averaged here).
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+# Logit of an excluded slot: finite so an empty negative set keeps finite gradients.
+_EXCLUDED = -1e9
+
+
+def corpus_softmax_loss(
+    query: tf.Tensor,
+    candidates: tf.Tensor,
+    item_ids: tf.Tensor,
+    positives: tf.Tensor,
+    samples: tf.Tensor,
+    log_q: tf.Tensor | None = None,
+    temperature: float = 1.0,
+) -> tf.Tensor:
+    """Sampled softmax of each request's positives against the batch's items (module docstring).
+
+    Args:
+      query: [B, D] query embeddings.
+      candidates: [B, L] x D: the embedding of every slot of every request, [B, L, D].
+      item_ids: [B, L] int item ids of the slots (equal ids = one item).
+      positives: [B, L] 0/1: the request's positive items (e.g. its ground truth).
+      samples: [B, L] 0/1: slots used as sampled items (e.g. every valid logged candidate).
+      log_q: [B, L] log sampling probability of each slot's item, or None (no correction).
+      temperature: scores are <q, c> / temperature.
+
+    Returns:
+      Scalar: the mean of L(b, p) over every positive slot; 0 if the batch has none.
+    """
+    query = tf.cast(query, tf.float32)
+    candidates = tf.cast(candidates, tf.float32)
+    positives = tf.cast(positives, tf.float32)
+    samples = tf.cast(samples, tf.float32)
+    batch = tf.shape(candidates)[0]
+    dim = tf.shape(candidates)[-1]
+    flat_embeddings = tf.reshape(candidates, [-1, dim])  # [N, D], N = B * L
+    flat_ids = tf.reshape(tf.cast(item_ids, tf.int64), [-1])
+    correction = tf.zeros_like(positives) if log_q is None else tf.cast(log_q, tf.float32)
+
+    logits = tf.matmul(query, flat_embeddings, transpose_b=True) / temperature  # [B, N]
+    logits -= tf.reshape(correction, [1, -1])
+    # own[b, l]: request b's logit for its own slot l (the diagonal blocks of ``logits``).
+    own = tf.einsum("bd,bld->bl", query, candidates) / temperature - correction
+
+    # is_own_positive[b, j]: slot j holds one of request b's positive items. Through the batch's
+    # unique ids: [B, unique] positive indicators, gathered back to the slots.
+    unique_ids, slot_to_unique = tf.unique(flat_ids)
+    rows = tf.repeat(tf.range(batch), tf.shape(positives)[1])
+    positive_items = tf.scatter_nd(
+        tf.stack([rows, slot_to_unique], axis=1),
+        tf.reshape(positives, [-1]),
+        tf.stack([batch, tf.size(unique_ids)]),
+    )
+    is_own_positive = tf.gather(positive_items, slot_to_unique, axis=1) > 0  # [B, N]
+
+    negative = tf.logical_and(tf.reshape(samples, [1, -1]) > 0, tf.logical_not(is_own_positive))
+    negative_lse = tf.reduce_logsumexp(tf.where(negative, logits, _EXCLUDED), axis=1)  # [B]
+    # -log(e^x / (e^x + e^N)) = softplus(N - x), per positive slot.
+    per_positive = tf.nn.softplus(negative_lse[:, None] - own)
+    return tf.math.divide_no_nan(tf.reduce_sum(per_positive * positives), tf.reduce_sum(positives))
