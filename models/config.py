@@ -67,8 +67,9 @@ class LossConfig:
       corpus_weight: weight of the retrieval stage's corpus term (``models.losses.corpus``): a
         sampled softmax of each request's ground-truth items against the batch's items with
         logQ correction, added to the cascade loss (``loss + corpus_weight * l_corpus``) so
-        retrieval learns to rank the whole corpus it serves, not only the logged lists. 0 (the
-        default, chosen by the replay: docs/results.md) leaves the cascade loss alone.
+        retrieval learns to rank the whole corpus it serves, not only the logged lists. 0 here
+        (the paper's methods, as the experiments compare them); the pipeline's configuration
+        sets 1.0 (``pipeline.config.DEFAULT_LOSS``), chosen by the replay (docs/results.md).
       corpus_negatives: the sampled items: "logged" (every logged candidate of the batch's
         requests) or "in_batch" (the batch's ground-truth items only, TFRS's in-batch softmax).
       corpus_logq: subtract log Q(item), the item's share of the sampled slots in the training

@@ -36,6 +36,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         " the local default)",
     )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.add_argument(
+        "--replay",
+        action="store_true",
+        help="after the run, replay the last eval day of the simulated log against the pushed "
+        "pair, scored with the true affinity (`lcron replay`; needs a simulated log)",
+    )
 
 
 def simulated_logs(config: PipelineConfig) -> str:
@@ -77,14 +83,48 @@ def run(args: argparse.Namespace) -> int:
 
     from pipeline import local_runner
 
+    if args.replay and config.data.input_base:
+        from simulator.truth import read_manifest
+
+        try:
+            read_manifest(config.data.input_base)
+        except (OSError, ValueError) as err:
+            print(f"lcron run --replay: {err}", file=sys.stderr)
+            return 2
     started = time.monotonic()
     input_base = config.data.input_base or simulated_logs(config)
     local_runner.run(config, input_base)
     result = local_runner.summary(config)
     result["wall_time_s"] = round(time.monotonic() - started, 1)
+    report = None
+    if args.replay:
+        if not result.get("serving_manifest"):
+            print("lcron run --replay: nothing pushed yet, nothing to replay", file=sys.stderr)
+            return 1
+        report = replay_pushed(config, input_base)
+        result["replay"] = {k: v for k, v in report.items() if k != "policies"}
+        result["replay"]["policies"] = {
+            name: {m: v for m, v in metrics.items() if m != "per_request"}
+            for name, metrics in report["policies"].items()
+        }
     if args.json:
         print(json.dumps(result, indent=2))
     else:
         print(local_runner.format_summary(result))
+        if report is not None:
+            from experiments.replay import format_report
+
+            print(format_report(report))
         print(f"wall time: {result['wall_time_s']} s")
     return 0
+
+
+def replay_pushed(config: PipelineConfig, input_base: str) -> dict:
+    """``lcron replay`` of the last eval day against the pair the run pushed."""
+    from experiments.config import ReplayConfig
+    from experiments.replay import replay
+
+    replay_config = ReplayConfig(
+        day=config.data.eval_days[-1], train_days=tuple(config.data.train_days)
+    )
+    return replay(config.resolved_serving_dir, input_base, replay_config)

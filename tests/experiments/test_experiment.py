@@ -45,6 +45,14 @@ def test_tiny_experiment_runs_end_to_end_and_resumes(tmp_path: Path, capsys) -> 
         assert 0.0 < recall <= 1.0
     table = (out / "results.md").read_text()
     assert "| bce |" in table and "| lcron |" in table and "±" in table
+    # Every cell replayed its exported pair against the simulator's truth (experiments.replay).
+    for cell in results["cells"]:
+        for policy in ("served", "production", "random", "corpus_oracle"):
+            assert 0.0 <= cell[f"replay_{policy}_recall"] <= 1.0, (policy, cell)
+        assert cell["replay_served_recall"] <= cell["replay_served_retrieval_recall"]
+        assert cell["replay_production_ndcg"] > cell["replay_random_ndcg"]
+    assert "## Replay against the simulator's truth" in table
+    assert "| production cascade (logged) |" in table
     for name in ("recall_by_method.png", "recall_by_day.png"):
         assert (out / name).read_bytes()[:8] == PNG_MAGIC
 

@@ -6,7 +6,8 @@ One module-scoped scenario over a tiny simulated log, in the order a user meets 
    manifest, models.config and warmup requests;
 3. a deliberately degraded model (1 training step) is not blessed and not pushed: the serving
    dir still holds the good pair;
-4. re-running the good configuration is served from TFX's cache.
+4. re-running the good configuration is served from TFX's cache, and ``--replay`` scores the
+   pushed pair against the simulator's truth.
 """
 
 from __future__ import annotations
@@ -55,10 +56,14 @@ def _args(out: Path, extra: list[str] = ()) -> list[str]:
     return ["run", "--out", str(out), "--json", *overrides]
 
 
-def _run(out: Path, extra: list[str] = (), timeout: float = 900) -> dict:
+def _run(out: Path, extra: list[str] = (), timeout: float = 900, flags: list[str] = ()) -> dict:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     proc = subprocess.run(
-        [LCRON, *_args(out, extra)], capture_output=True, text=True, timeout=timeout, env=env
+        [LCRON, *_args(out, extra), *flags],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
     )
     assert proc.returncode == 0, proc.stderr[-6000:]
     return json.loads(proc.stdout[proc.stdout.index("{") :])
@@ -125,9 +130,9 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> dict:
     result["degraded"] = _run(out, ["trainer.train_steps=1"])
     result["after_degraded"] = _serving_state(serving)
 
-    # 4. The good configuration again: cached.
+    # 4. The good configuration again: cached; then the pushed pair replayed.
     started = time.monotonic()
-    result["cached"] = _run(out)
+    result["cached"] = _run(out, flags=["--replay"])
     result["cached_wall_s"] = time.monotonic() - started
     result["executions_all"] = _executions(out)
     return result
@@ -180,3 +185,17 @@ def test_rerun_uses_the_cache(scenario: dict) -> None:
     for component in ("RecFlowExampleGen", "Transform", "Trainer"):
         assert states[component].count("CACHED") >= 1, (component, states[component])
     assert scenario["after_degraded"] == _serving_state(scenario["serving"])
+
+
+def test_replay_scores_the_pushed_pair_against_the_truth(scenario: dict) -> None:
+    replay = scenario["cached"]["replay"]
+    manifest = scenario["after_good"]["manifest"]
+    assert replay["version"] == manifest["version"]
+    assert replay["day"] == 2 and replay["train_days"] == [0, 1]
+    assert replay["requests"] == 300  # every request of the eval day, corrupt rows left out
+    policies = replay["policies"]
+    assert set(policies) == {"served", "production", "random", "corpus_oracle"}
+    assert policies["served"]["outside_corpus"] == 0
+    assert policies["served"]["recall"] <= policies["served"]["retrieval_recall"]
+    assert policies["served"]["recall"] <= policies["corpus_oracle"]["recall"]
+    assert policies["production"]["ndcg"] > policies["random"]["ndcg"]
