@@ -100,7 +100,9 @@ def run_cell(
     if config.replay is not None:
         if day is None or logs is None:
             raise ValueError("run_cell: the replay needs the evaluation day and the log folder")
+        started = time.monotonic()
         metrics.update(replay_cell(config, hp, model, tft_output, train_files, day, logs))
+        metrics["seconds_replay"] = time.monotonic() - started
     return metrics
 
 

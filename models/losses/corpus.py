@@ -46,7 +46,8 @@ def corpus_softmax_loss(
     Args:
       query: [B, D] query embeddings.
       candidates: [B, L] x D: the embedding of every slot of every request, [B, L, D].
-      item_ids: [B, L] int item ids of the slots (equal ids = one item).
+      item_ids: [B, L] int item ids of the slots (equal ids = one item, with one embedding and
+        one sampling probability: the candidate tower sees only item features).
       positives: [B, L] 0/1: the request's positive items (e.g. its ground truth).
       samples: [B, L] 0/1: slots used as sampled items (e.g. every valid logged candidate).
       log_q: [B, L] log sampling probability of each slot's item, or None (no correction).
@@ -61,27 +62,36 @@ def corpus_softmax_loss(
     samples = tf.cast(samples, tf.float32)
     batch = tf.shape(candidates)[0]
     dim = tf.shape(candidates)[-1]
-    flat_embeddings = tf.reshape(candidates, [-1, dim])  # [N, D], N = B * L
-    flat_ids = tf.reshape(tf.cast(item_ids, tf.int64), [-1])
     correction = tf.zeros_like(positives) if log_q is None else tf.cast(log_q, tf.float32)
-
-    logits = tf.matmul(query, flat_embeddings, transpose_b=True) / temperature  # [B, N]
-    logits -= tf.reshape(correction, [1, -1])
-    # own[b, l]: request b's logit for its own slot l (the diagonal blocks of ``logits``).
+    # own[b, l]: request b's corrected logit for its own slot l (its positives' logits).
     own = tf.einsum("bd,bld->bl", query, candidates) / temperature - correction
 
-    # is_own_positive[b, j]: slot j holds one of request b's positive items. Through the batch's
-    # unique ids: [B, unique] positive indicators, gathered back to the slots.
+    # The sampled slots, one column per distinct item of the batch: an item sampled n times
+    # contributes n * exp(s), i.e. its logit + log n (the same sum as one column per slot, on a
+    # [B, distinct items] matrix instead of [B, B * L]).
+    flat_ids = tf.reshape(tf.cast(item_ids, tf.int64), [-1])
     unique_ids, slot_to_unique = tf.unique(flat_ids)
-    rows = tf.repeat(tf.range(batch), tf.shape(positives)[1])
-    positive_items = tf.scatter_nd(
-        tf.stack([rows, slot_to_unique], axis=1),
-        tf.reshape(positives, [-1]),
-        tf.stack([batch, tf.size(unique_ids)]),
-    )
-    is_own_positive = tf.gather(positive_items, slot_to_unique, axis=1) > 0  # [B, N]
+    distinct = tf.size(unique_ids)
+    first_slot = tf.math.unsorted_segment_min(tf.range(tf.size(flat_ids)), slot_to_unique, distinct)
+    embeddings = tf.gather(tf.reshape(candidates, [-1, dim]), first_slot)  # [U, D]
+    item_correction = tf.gather(tf.reshape(correction, [-1]), first_slot)  # [U]
+    times_sampled = tf.math.unsorted_segment_sum(
+        tf.reshape(samples, [-1]), slot_to_unique, distinct
+    )  # [U]
+    logits = tf.matmul(query, embeddings, transpose_b=True) / temperature  # [B, U]
+    logits += tf.math.log(tf.maximum(times_sampled, 1.0)) - item_correction
 
-    negative = tf.logical_and(tf.reshape(samples, [1, -1]) > 0, tf.logical_not(is_own_positive))
+    # is_own_positive[b, u]: item u is one of request b's positives.
+    rows = tf.repeat(tf.range(batch), tf.shape(positives)[1])
+    is_own_positive = (
+        tf.scatter_nd(
+            tf.stack([rows, slot_to_unique], axis=1),
+            tf.reshape(positives, [-1]),
+            tf.stack([batch, distinct]),
+        )
+        > 0
+    )
+    negative = tf.logical_and(times_sampled[None, :] > 0, tf.logical_not(is_own_positive))
     negative_lse = tf.reduce_logsumexp(tf.where(negative, logits, _EXCLUDED), axis=1)  # [B]
     # -log(e^x / (e^x + e^N)) = softplus(N - x), per positive slot.
     per_positive = tf.nn.softplus(negative_lse[:, None] - own)

@@ -16,20 +16,21 @@ def _nll(positive: float, negatives: list[float]) -> float:
     return -positive + float(np.log(np.exp(positive) + np.sum(np.exp(negatives))))
 
 
-# Two requests of two slots, one-dimensional embeddings.
+# Two requests of two slots, one-dimensional embeddings; item 10 is in both lists (one item,
+# one embedding).
 QUERY = tf.constant([[1.0], [2.0]])
-CANDIDATES = tf.constant([[[1.0], [0.0]], [[0.5], [-1.0]]])
+CANDIDATES = tf.constant([[[1.0], [0.0]], [[0.5], [1.0]]])
 IDS = tf.constant([[10, 11], [12, 10]])
 POSITIVES = tf.constant([[1.0, 0.0], [1.0, 0.0]])
 ALL = tf.ones([2, 2])
 
 
 def test_hand_computed_value_without_correction():
-    # Request 0 (q = 1): logits of the four slots [1, 0, 0.5, -1]; its positive is item 10, so
+    # Request 0 (q = 1): logits of the four slots [1, 0, 0.5, 1]; its positive is item 10, so
     # both slots holding item 10 are left out of its negatives: {0 (item 11), 0.5 (item 12)}.
-    # Request 1 (q = 2): logits [2, 0, 1, -2]; positive item 12 (logit 1), negatives the other
-    # three slots {2, 0, -2}.
-    expected = (_nll(1.0, [0.0, 0.5]) + _nll(1.0, [2.0, 0.0, -2.0])) / 2
+    # Request 1 (q = 2): logits [2, 0, 1, 2]; positive item 12 (logit 1), negatives the other
+    # three slots {2, 0, 2}: item 10, sampled twice, counts twice.
+    expected = (_nll(1.0, [0.0, 0.5]) + _nll(1.0, [2.0, 0.0, 2.0])) / 2
     got = corpus_softmax_loss(QUERY, CANDIDATES, IDS, POSITIVES, ALL)
     np.testing.assert_allclose(got.numpy(), expected, rtol=1e-6)
 
@@ -41,7 +42,7 @@ def test_log_q_correction_and_temperature():
     t = 2.0
     expected = (
         _nll(1 / t + c[10], [0 / t + c[11], 0.5 / t + c[12]])
-        + _nll(1 / t + c[12], [2 / t + c[10], 0 / t + c[11], -2 / t + c[10]])
+        + _nll(1 / t + c[12], [2 / t + c[10], 0 / t + c[11], 2 / t + c[10]])
     ) / 2
     got = corpus_softmax_loss(QUERY, CANDIDATES, IDS, POSITIVES, ALL, log_q, temperature=t)
     np.testing.assert_allclose(got.numpy(), expected, rtol=1e-6)
@@ -49,11 +50,11 @@ def test_log_q_correction_and_temperature():
 
 def test_unsampled_slots_do_not_count():
     samples = tf.constant([[1.0, 0.0], [1.0, 1.0]])  # request 0's slot 1 (item 11) is padding
-    expected = (_nll(1.0, [0.5]) + _nll(1.0, [2.0, -2.0])) / 2
+    expected = (_nll(1.0, [0.5]) + _nll(1.0, [2.0, 2.0])) / 2
     got = corpus_softmax_loss(QUERY, CANDIDATES, IDS, POSITIVES, samples)
     np.testing.assert_allclose(got.numpy(), expected, rtol=1e-6)
     # Whatever the padding slot's embedding, the value is the same.
-    moved = tf.constant([[[1.0], [9.0]], [[0.5], [-1.0]]])
+    moved = tf.constant([[[1.0], [9.0]], [[0.5], [1.0]]])
     np.testing.assert_allclose(
         corpus_softmax_loss(QUERY, moved, IDS, POSITIVES, samples).numpy(), expected, rtol=1e-6
     )
