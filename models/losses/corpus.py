@@ -66,32 +66,41 @@ def corpus_softmax_loss(
     # own[b, l]: request b's corrected logit for its own slot l (its positives' logits).
     own = tf.einsum("bd,bld->bl", query, candidates) / temperature - correction
 
-    # The sampled slots, one column per distinct item of the batch: an item sampled n times
-    # contributes n * exp(s), i.e. its logit + log n (the same sum as one column per slot, on a
-    # [B, distinct items] matrix instead of [B, B * L]).
+    # The sampled slots, one column per distinct sampled item of the batch: an item sampled n
+    # times contributes n * exp(s), i.e. its logit + log n (the same sum as one column per
+    # slot, on a [B, distinct sampled items] matrix instead of [B, B * L]).
     flat_ids = tf.reshape(tf.cast(item_ids, tf.int64), [-1])
     unique_ids, slot_to_unique = tf.unique(flat_ids)
     distinct = tf.size(unique_ids)
-    first_slot = tf.math.unsorted_segment_min(tf.range(tf.size(flat_ids)), slot_to_unique, distinct)
-    embeddings = tf.gather(tf.reshape(candidates, [-1, dim]), first_slot)  # [U, D]
-    item_correction = tf.gather(tf.reshape(correction, [-1]), first_slot)  # [U]
     times_sampled = tf.math.unsorted_segment_sum(
         tf.reshape(samples, [-1]), slot_to_unique, distinct
     )  # [U]
-    logits = tf.matmul(query, embeddings, transpose_b=True) / temperature  # [B, U]
-    logits += tf.math.log(tf.maximum(times_sampled, 1.0)) - item_correction
+    first_slot = tf.math.unsorted_segment_min(tf.range(tf.size(flat_ids)), slot_to_unique, distinct)
+    columns = tf.reshape(tf.where(times_sampled > 0), [-1])  # [S] unique index of each column
+    column_slot = tf.gather(first_slot, columns)
+    embeddings = tf.gather(tf.reshape(candidates, [-1, dim]), column_slot)  # [S, D]
+    logits = tf.matmul(query, embeddings, transpose_b=True) / temperature  # [B, S]
+    logits += tf.math.log(tf.gather(times_sampled, columns))
+    logits -= tf.gather(tf.reshape(correction, [-1]), column_slot)
 
-    # is_own_positive[b, u]: item u is one of request b's positives.
-    rows = tf.repeat(tf.range(batch), tf.shape(positives)[1])
+    # is_own_positive[b, c]: column c's item is one of request b's positives.
+    column_of_unique = tf.tensor_scatter_nd_update(
+        tf.fill([distinct], tf.constant(-1, tf.int64)),
+        columns[:, None],
+        tf.range(tf.size(columns, out_type=tf.int64)),
+    )
+    slot_column = tf.gather(column_of_unique, slot_to_unique)  # [B * L], -1: not sampled
+    rows = tf.repeat(tf.range(batch, dtype=tf.int64), tf.shape(positives)[1])
+    hit = tf.logical_and(tf.reshape(positives, [-1]) > 0, slot_column >= 0)
     is_own_positive = (
         tf.scatter_nd(
-            tf.stack([rows, slot_to_unique], axis=1),
-            tf.reshape(positives, [-1]),
-            tf.stack([batch, distinct]),
+            tf.boolean_mask(tf.stack([rows, slot_column], axis=1), hit),
+            tf.ones_like(tf.boolean_mask(slot_column, hit), tf.float32),
+            tf.stack([tf.cast(batch, tf.int64), tf.size(columns, out_type=tf.int64)]),
         )
         > 0
     )
-    negative = tf.logical_and(times_sampled[None, :] > 0, tf.logical_not(is_own_positive))
+    negative = tf.logical_not(is_own_positive)
     negative_lse = tf.reduce_logsumexp(tf.where(negative, logits, _EXCLUDED), axis=1)  # [B]
     # -log(e^x / (e^x + e^N)) = softplus(N - x), per positive slot.
     per_positive = tf.nn.softplus(negative_lse[:, None] - own)

@@ -78,6 +78,12 @@ def test_no_negative_and_no_positive_give_finite_values_and_gradients():
     assert all(np.all(np.isfinite(g.numpy())) for g in grads)
     none = corpus_softmax_loss(QUERY, CANDIDATES, IDS, tf.zeros([2, 2]), ALL)
     assert float(none) == 0.0
+    # Nothing sampled: every positive stands alone.
+    with tf.GradientTape() as tape:
+        alone = corpus_softmax_loss(query, candidates, [[1, 2]], [[1.0, 0.0]], [[0.0, 0.0]])
+    grads = tape.gradient(alone, [query, candidates])
+    assert float(alone) == 0.0
+    assert all(g is None or np.all(np.isfinite(g.numpy())) for g in grads)
 
 
 def test_equals_tfrs_retrieval_with_sampling_probability_and_accidental_hits():
