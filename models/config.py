@@ -42,6 +42,9 @@ SORT_OPS: tuple[str, ...] = ("neural_sort", "soft_sort")
 WEIGHTINGS: tuple[str, ...] = ("uwl", "fixed")
 # Which batch items are the sampled negatives of the retrieval corpus term (``corpus_weight``).
 CORPUS_NEGATIVES: tuple[str, ...] = ("logged", "in_batch")
+# The baselines as the authors' code computes them ("benchmark", accidents included) or with
+# those accidents fixed ("clean"); see models/losses/baselines.
+BASELINE_VARIANTS: tuple[str, ...] = ("benchmark", "clean")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,8 +65,18 @@ class LossConfig:
       weighting: "uwl" (learnable uncertainty weights, Kendall et al. 2018) or "fixed".
       fixed_weights: per-stage weights of L_single when weighting == "fixed".
       stage_keep: how many items each stage passes downstream, first stage first (RecFlow:
-        30 then 20); the cut-offs of the baselines that need them (RankFlow, ARF, ARF-v2).
-      distill_weight: RankFlow's weight of the distillation from the downstream stage.
+        30 then 20); the baselines' cut-offs: ICC's gates, RankFlow's retrieval top-k, ARF's
+        support sizes (the authors' joint_recall_k / joint_prerank_k / support_m).
+      baseline_variant: "benchmark" (default: the baselines exactly as the authors' code
+        computes them, its accidents included) or "clean" (those accidents fixed; each
+        baseline's docstring lists them). No effect on LCRON.
+      group_size: slots per stage group of the baselines' list layout (the authors': 10);
+        None means list_size // 4, the ingestion's default.
+      arf_tau: ARF / ARF-v2 sort temperature (the authors hard-code 200).
+      lambda_topn / lambda_smooth_fraction: FS-LambdaLoss's rank cut-off and smoothing of
+        the pair discount (the authors run 30 and 0.8).
+      rankflow_alpha: RankFlow's weight of its ranking-order term against the distillation
+        term, total = ... + (1 - alpha) L_distill + alpha L_rank (the authors run 0).
       corpus_weight: weight of the retrieval stage's corpus term (``models.losses.corpus``): a
         sampled softmax of each request's ground-truth items against the batch's items with
         logQ correction, added to the cascade loss (``loss + corpus_weight * l_corpus``) so
@@ -87,7 +100,12 @@ class LossConfig:
     weighting: str = "uwl"
     fixed_weights: tuple[float, ...] = (1.0, 1.0)
     stage_keep: tuple[int, ...] = (30, 20)
-    distill_weight: float = 1.0
+    baseline_variant: str = "benchmark"
+    group_size: int | None = None
+    arf_tau: float = 200.0
+    lambda_topn: int = 30
+    lambda_smooth_fraction: float = 0.8
+    rankflow_alpha: float = 0.0
     corpus_weight: float = 0.0
     corpus_negatives: str = "logged"
     corpus_logq: bool = True
@@ -98,6 +116,7 @@ class LossConfig:
             ("sort_op", SORT_OPS),
             ("weighting", WEIGHTINGS),
             ("corpus_negatives", CORPUS_NEGATIVES),
+            ("baseline_variant", BASELINE_VARIANTS),
         ):
             value = getattr(self, name)
             if value not in known:

@@ -20,7 +20,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "ingest": ("components.recflow_example_gen.cli", "run the Beam ingestion standalone"),
     "run": ("pipeline.run_command", "run the whole TFX pipeline locally (LocalDagRunner)"),
     "serve": ("serving.cli", "serve the cascade over HTTP (in process or via TF Serving)"),
-    "experiment": ("experiments.cli", "compare loss methods on simulated logs"),
+    "experiment": ("experiments.cli", "compare loss methods on simulated logs or yours"),
     "replay": (
         "experiments.replay_cli",
         "replay a simulated day against the pushed pair, scored with the true affinity",

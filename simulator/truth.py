@@ -9,7 +9,11 @@ against the world that produced the log. This module gives it that world and the
   reads the day's requests from the log's own rows: the request-time context a service would
   get (user, demographics, time, behaviour sequence) and what the production cascade showed.
 - :meth:`ReplayDay.true_affinity` is ``World.affinity`` of a request's user against every video
-  uploaded by the request's time (later uploads are not available yet: ``-inf``).
+  uploaded by the request's time (later uploads are not available yet: ``-inf``), with the
+  loyalty term of the user's recent views as the logged behaviour sequence holds them at the
+  request (the simulated cascade itself reads them once per batch of requests, so for a user with
+  an earlier request in the same batch its affinity lags by that request's views; the replay
+  uses the request's own sequence).
 
 Nothing is written next to the log: training reads only the day folders, so the truth never
 reaches training data. Rebuilding checks the log against the world (every logged video exists,
@@ -106,13 +110,15 @@ class ReplayDay:
 
     def true_affinity(self, rows: np.ndarray) -> np.ndarray:
         """``World.affinity`` of requests ``rows`` against every video: float64 [len(rows), V],
-        ``-inf`` where a video is not uploaded yet at the request's time."""
+        ``-inf`` where a video is not uploaded yet at the request's time; the user's recent views
+        are the request's logged behaviour sequence."""
         rows = np.asarray(rows, np.int64)
         ctx = self.requests.context
         users, now = ctx["user_id"][rows], ctx["request_timestamp"][rows]
         n = self.world.num_items
         items = np.broadcast_to(np.arange(n, dtype=np.int64), (len(rows), n))
-        affinity = self.world.affinity(users, items, now)
+        recent = [self.requests.sequence("seq_video_id", int(r)) for r in rows]
+        affinity = self.world.affinity(users, items, now, self.world.author_counts(recent))
         available = self.available()[rows]
         return np.where(np.arange(n)[None, :] < available[:, None], affinity, -np.inf)
 

@@ -9,7 +9,8 @@ Public API:
   corpus_softmax_loss(...)                   retrieval's sampled softmax over the batch's items
 
 Modules: ``sorting`` (differentiable sorts), ``targets`` (ground truth), ``lcron`` (LCRON terms
-and layer), ``baselines`` (BCE, ICC, RankFlow, FS-RankNet, FS-LambdaLoss, ARF, ARF-v2),
+and layer), ``baselines`` (BCE, ICC, RankFlow, FS-RankNet, FS-LambdaLoss, ARF, ARF-v2 as the
+authors' benchmark code defines them, one module per method),
 ``registry`` (``get``), ``base`` (the ``CascadeLoss`` interface), ``corpus`` (retrieval's
 corpus term, added to a cascade loss by ``LossConfig.corpus_weight``).
 """

@@ -24,7 +24,7 @@ def test_rebuilt_world_equals_the_world_each_day_was_simulated_with(
     seen: dict[int, dict[str, np.ndarray]] = {}
     real = simulate_module.run_cascade
 
-    def recording(world, users, now_ms, rng, salt):
+    def recording(world, users, now_ms, rng, salt, author_counts=None):
         day = int((now_ms[0] - small_config.start_timestamp_ms) // 86_400_000)
         seen.setdefault(
             day,
@@ -37,7 +37,7 @@ def test_rebuilt_world_equals_the_world_each_day_was_simulated_with(
                 "affinity_mean": np.array(world.affinity_mean),
             },
         )
-        return real(world, users, now_ms, rng, salt)
+        return real(world, users, now_ms, rng, salt, author_counts)
 
     monkeypatch.setattr(simulate_module, "run_cascade", recording)
     simulate(small_config, tmp_path, days=3, requests_per_day=20, seed=5)
@@ -118,3 +118,23 @@ def test_logged_items_are_the_candidates_of_the_given_days(clean_log):
     day0, day1 = truth.load_day(out, 0).requests.logged, truth.load_day(out, 1).requests.logged
     expected = np.unique(np.concatenate([day0[day0 != PAD_ID], day1[day1 != PAD_ID]]))
     np.testing.assert_array_equal(items, expected)
+
+
+def test_truth_counts_the_creators_of_the_requests_logged_sequence(clean_log):
+    out, _ = clean_log
+    day = truth.load_day(out, 2)
+    world = day.world
+    assert world.config.loyalty_weight > 0
+    rows = np.flatnonzero(day.requests.sequence_length > 0)[:5]
+    assert len(rows) == 5
+    with_views = day.true_affinity(rows)
+    ctx = day.requests.context
+    n = world.num_items
+    items = np.broadcast_to(np.arange(n), (len(rows), n))
+    without = world.affinity(ctx["user_id"][rows], items, ctx["request_timestamp"][rows])
+    for i, row in enumerate(rows):
+        seen = set(world.author[day.requests.sequence("seq_video_id", row)].tolist())
+        available = np.isfinite(with_views[i])
+        lifted = with_views[i, available] > without[i, available]
+        # Exactly the videos by a creator the user has just watched gain.
+        np.testing.assert_array_equal(lifted, np.isin(world.author[:n][available], list(seen)))
