@@ -83,8 +83,9 @@ class LossConfig:
         retrieval learns to rank the whole corpus it serves, not only the logged lists. 0 here
         (the paper's methods, as the experiments compare them); the pipeline's configuration
         sets 1.0 (``pipeline.config.DEFAULT_LOSS``), chosen by the replay (docs/results.md).
-      corpus_negatives: the sampled items: "logged" (every logged candidate of the batch's
-        requests) or "in_batch" (the batch's ground-truth items only, TFRS's in-batch softmax).
+      corpus_negatives: the sampled items: "in_batch" (the batch's ground-truth items, TFRS's
+        in-batch softmax; the default: as good as "logged" in the replay and cheaper) or
+        "logged" (every logged candidate of the batch's requests).
       corpus_logq: subtract log Q(item), the item's share of the sampled slots in the training
         data (Yi et al. 2019); False samples without correction (popular items over-penalised).
     """
@@ -107,7 +108,7 @@ class LossConfig:
     lambda_smooth_fraction: float = 0.8
     rankflow_alpha: float = 0.0
     corpus_weight: float = 0.0
-    corpus_negatives: str = "logged"
+    corpus_negatives: str = "in_batch"
     corpus_logq: bool = True
 
     def __post_init__(self) -> None:

@@ -16,12 +16,12 @@ corpus rather than over the log's distribution:
     L(b, p)   = -log( exp s(b, p) / (exp s(b, p) + sum_{j in S, id(j) not in P_b} exp s(b, j)) )
     L_corpus  = mean over the positives p of every request b of L(b, p)
 
-``S`` is the batch's sampled slots (every valid logged candidate, or only the positives: TFRS's
-in-batch softmax), ``P_b`` request b's positives: a slot holding one of b's own positive items is
-never one of b's negatives (TFRS ``remove_accidental_hits``, extended to several positives per
-request). With one positive per request and the positives as samples this is exactly
-``tfrs.tasks.Retrieval(candidate_sampling_probability=Q, remove_accidental_hits=True)``'s loss
-(summed there, averaged here).
+``S`` is the batch's sampled slots (only the positives: TFRS's in-batch softmax, or every valid
+logged candidate: ``LossConfig.corpus_negatives``), ``P_b`` request b's positives: a slot holding
+one of b's own positive items is never one of b's negatives (TFRS ``remove_accidental_hits``,
+extended to several positives per request). With one positive per request and the positives as
+samples this is exactly ``tfrs.tasks.Retrieval(candidate_sampling_probability=Q,
+remove_accidental_hits=True)``'s loss (summed there, averaged here).
 """
 
 from __future__ import annotations

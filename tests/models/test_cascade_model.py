@@ -280,7 +280,7 @@ def test_corpus_term_is_added_with_its_weight_and_trains_only_retrieval():
     rows = SIZES["video_id"]
     log_q = np.log(np.linspace(1.0, 2.0, rows) / np.linspace(1.0, 2.0, rows).sum())
     plain = CascadeModel(SIZES, list_size, loss_config=LossConfig())
-    config = LossConfig(corpus_weight=0.5)
+    config = LossConfig(corpus_weight=0.5, corpus_negatives="logged")
     model = CascadeModel(SIZES, list_size, loss_config=config, item_log_q=log_q)
     plain(batch)
     model(batch)
@@ -315,5 +315,24 @@ def test_corpus_term_is_added_with_its_weight_and_trains_only_retrieval():
         for g in grads[:n]
     )
     assert all(g is None for g in grads[n:])
+    # In-batch negatives (the default): only the batch's ground-truth items are sampled.
+    in_batch = CascadeModel(
+        SIZES, list_size, loss_config=LossConfig(corpus_weight=0.5), item_log_q=log_q
+    )
+    in_batch(batch)
+    in_batch.retrieval.set_weights(plain.retrieval.get_weights())
+    positives = losses.ground_truth_indicator(labels, mask, config.gt_num)
+    expected_in_batch = losses.corpus_softmax_loss(
+        model.retrieval.query_tower(batch),
+        model.retrieval.candidate_tower(batch),
+        batch[xf("video_id")],
+        positives,
+        positives,
+        tf.gather(tf.constant(log_q, tf.float32), batch[xf("video_id")]),
+    )
+    np.testing.assert_allclose(
+        float(in_batch.corpus_term(batch, labels, mask)), float(expected_in_batch), rtol=1e-6
+    )
+    assert float(expected_in_batch) != pytest.approx(float(expected_term))
     with pytest.raises(ValueError, match="item_log_q"):
         CascadeModel(SIZES, list_size, loss_config=config)

@@ -40,6 +40,7 @@ def test_corpus_term_is_logged_and_decreases(with_corpus):
     assert all(np.isfinite(history["l_corpus"]))
     assert history["l_corpus"][-1] < history["l_corpus"][0], history["l_corpus"]
     assert with_corpus.model.loss_config.corpus_weight == 1.0
+    assert with_corpus.model.loss_config.corpus_negatives == "in_batch"  # the default
 
 
 def test_export_signatures_equal_the_default_exports(with_corpus, default):
