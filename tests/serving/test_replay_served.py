@@ -21,8 +21,13 @@ ROOT = Path(__file__).resolve().parents[2]
 REQUESTS = 60
 
 
-def test_lcron_replay_scores_the_pushed_pair(pushed, transformed_log, corpus, tmp_path):
-    out = tmp_path / "report.json"
+@pytest.fixture(scope="module")
+def cli_report(exports, helpers, transformed_log, tmp_path_factory) -> dict:
+    """``lcron replay`` in a fresh process over version 1, pushed: (printed JSON, full report)."""
+    tmp = tmp_path_factory.mktemp("replay_cli")
+    serving = tmp / "serving"
+    helpers.push(exports, serving, 1)
+    out = tmp / "report.json"
     proc = subprocess.run(
         [
             sys.executable,
@@ -30,7 +35,7 @@ def test_lcron_replay_scores_the_pushed_pair(pushed, transformed_log, corpus, tm
             "pipeline.cli",
             "replay",
             "--serving-dir",
-            str(pushed),
+            str(serving),
             "--sim-log",
             transformed_log["logs"],
             "--max-requests",
@@ -45,8 +50,11 @@ def test_lcron_replay_scores_the_pushed_pair(pushed, transformed_log, corpus, tm
         cwd=ROOT,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
-    printed = json.loads(proc.stdout[proc.stdout.index("{") :])
-    full = json.loads(out.read_text())
+    return json.loads(proc.stdout[proc.stdout.index("{") :]), json.loads(out.read_text())
+
+
+def test_lcron_replay_scores_the_pushed_pair(cli_report, transformed_log, corpus):
+    printed, full = cli_report
     assert printed["policies"]["served"]["recall"] == full["policies"]["served"]["recall"]
     assert full["day"] == 2 and full["train_days"] == [0, 1] and full["version"] == 1
     assert full["requests"] == REQUESTS
@@ -61,7 +69,7 @@ def test_lcron_replay_scores_the_pushed_pair(pushed, transformed_log, corpus, tm
         values = policies[name]["per_request"]["recall"]
         assert len(values) == REQUESTS and all(0.0 <= v <= 1.0 for v in values), name
     # Per stage: the answer is a subset of retrieval's top k1, so retrieval holds at least as
-    # many of the true best items; nobody beats the corpus ceiling or falls below random.
+    # many of the true best items; the pair stays under the corpus ceiling, above random.
     per_request = served["per_request"]
     assert all(
         r <= s + 1e-12
@@ -95,3 +103,34 @@ def test_replay_answers_are_the_http_services(pushed, transformed_log, start_ser
         assert response.status_code == 200, response.text
         items = [item["video_id"] for item in response.json()["items"]]
         assert items == top_k[i].tolist(), i
+
+
+def test_an_experiment_cell_replays_its_pair_as_lcron_replay_does(
+    cli_report, trained, transformed_log
+):
+    # The experiment hook exports the in-memory model of version 1 itself, pushes it to a
+    # temporary serving dir and replays the same day: the same answers, the same figures.
+    import tensorflow_transform as tft
+
+    from experiments.config import ExperimentConfig
+    from experiments.runner import replay_cell
+    from models.config import LossConfig, MetricConfig, ModelConfig, TrainerConfig
+    from models.trainer import Hyperparameters
+
+    _, full = cli_report
+    config = ExperimentConfig(simulate_days=3, eval_days=(2,), replay={"max_requests": REQUESTS})
+    hp = Hyperparameters(LossConfig(), MetricConfig(), ModelConfig(), TrainerConfig())
+    examples = transformed_log["transformed_examples"]
+    row = replay_cell(
+        config,
+        hp,
+        trained[1].model,
+        tft.TFTransformOutput(transformed_log["transform_graph"]),
+        f"{examples}/Split-train/*",
+        2,
+        Path(transformed_log["logs"]),
+    )
+    expected = replay.summary_row(full)
+    assert set(row) == set(expected)
+    for name, value in expected.items():
+        assert row[name] == pytest.approx(value, abs=1e-9), name
