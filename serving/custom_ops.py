@@ -25,10 +25,19 @@ class CustomOpsError(ValueError):
 
 
 def ops_used(model_dir: str | Path) -> set[str]:
-    """Every op type in the SavedModel's graph and function library."""
+    """Every op type in the SavedModel's graph and function library.
+
+    Raises:
+      CustomOpsError: ``saved_model.pb`` is not a SavedModel.
+    """
+    from google.protobuf.message import DecodeError
     from tensorflow.core.protobuf import saved_model_pb2
 
-    saved = saved_model_pb2.SavedModel.FromString((Path(model_dir) / SAVED_MODEL_FILE).read_bytes())
+    path = Path(model_dir) / SAVED_MODEL_FILE
+    try:
+        saved = saved_model_pb2.SavedModel.FromString(path.read_bytes())
+    except DecodeError as err:
+        raise CustomOpsError(f"{path}: not a SavedModel ({err})") from err
     ops: set[str] = set()
     for meta_graph in saved.meta_graphs:
         ops.update(node.op for node in meta_graph.graph_def.node)
