@@ -13,7 +13,7 @@ def _recommend(url: str, user: dict, k: int = 10) -> httpx.Response:
     return httpx.post(f"{url}/v1/recommend", json={"user": user, "k": k}, timeout=30)
 
 
-def _wait_for_version(url: str, version: int, timeout_s: float = 30.0) -> None:
+def _wait_for_version(url: str, version: int, timeout_s: float = 120.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if httpx.get(f"{url}/v1/models").json()["version"] == version:
