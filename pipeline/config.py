@@ -77,15 +77,17 @@ NOT_EXAMPLE_GEN_OPTIONS: tuple[str, ...] = (
 class TrainingConfig:
     """Hyperparameters handed to the Trainer through ``custom_config``.
 
-    ``loss``, ``metrics``, ``model`` and ``trainer`` are the dict forms of
-    ``models.config.LossConfig``, ``MetricConfig``, ``ModelConfig`` and ``TrainerConfig``; they
-    are validated against those dataclasses when the configuration is built.
+    ``loss``, ``metrics``, ``model``, ``trainer`` and ``index`` are the dict forms of
+    ``models.config.LossConfig``, ``MetricConfig``, ``ModelConfig``, ``TrainerConfig`` and
+    ``IndexConfig`` (retrieval's top-K index, built at export); they are validated against
+    those dataclasses when the configuration is built.
     """
 
     loss: dict[str, Any] = dataclasses.field(default_factory=dict)
     metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
     model: dict[str, Any] = dataclasses.field(default_factory=dict)
     trainer: dict[str, Any] = dataclasses.field(default_factory=dict)
+    index: dict[str, Any] = dataclasses.field(default_factory=dict)
     warm_start: bool = False
 
 
@@ -105,6 +107,27 @@ class EvaluationConfig:
 
 
 @dataclasses.dataclass
+class PushConfig:
+    """What the pusher requires before it publishes a pair.
+
+    Attributes:
+      min_index_recall: the lowest recall@K (against brute force, measured at export on eval
+        queries) of retrieval's index that may be pushed; an approximate index below it is
+        refused and the push fails.
+      warmup_requests: eval requests written as TF Serving warmup records per stage.
+    """
+
+    min_index_recall: float = 0.95
+    warmup_requests: int = 32
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.min_index_recall <= 1.0:
+            raise ValueError("push.min_index_recall must be in [0, 1]")
+        if not 0 <= self.warmup_requests <= 1000:
+            raise ValueError("push.warmup_requests must be in [0, 1000] (TF Serving's limit)")
+
+
+@dataclasses.dataclass
 class PipelineConfig:
     """Everything a runner needs. ``output_dir`` holds pipeline root, metadata and serving dir."""
 
@@ -114,6 +137,7 @@ class PipelineConfig:
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
     evaluation: EvaluationConfig = dataclasses.field(default_factory=EvaluationConfig)
+    push: PushConfig = dataclasses.field(default_factory=PushConfig)
     # Beam: DirectRunner in multi-process mode locally; pass Dataflow/Flink/Spark args unchanged.
     beam_pipeline_args: tuple[str, ...] = (
         "--direct_running_mode=multi_processing",
@@ -147,6 +171,7 @@ def _validate_training(training: TrainingConfig) -> None:
 
     model_config.LossConfig.from_dict(training.loss)
     model_config.MetricConfig.from_dict(training.metrics)
+    model_config.IndexConfig.from_dict(training.index)
     for name, value in (("ModelConfig", training.model), ("TrainerConfig", training.trainer)):
         cls = getattr(model_config, name, None)
         if cls is not None:

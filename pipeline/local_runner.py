@@ -22,6 +22,7 @@ def hyperparameters(config: PipelineConfig) -> dict[str, Any]:
         "metrics": dict(training.metrics),
         "model": dict(training.model),
         "trainer": dict(training.trainer),
+        "index": dict(training.index),
     }
 
 
@@ -55,6 +56,8 @@ def create_from_config(
         recall_floor=config.evaluation.recall_floor,
         max_regression=config.evaluation.max_regression,
         slice_features=config.evaluation.slice_features,
+        min_index_recall=config.push.min_index_recall,
+        warmup_requests=config.push.warmup_requests,
         enable_cache=config.enable_cache,
     )
 
