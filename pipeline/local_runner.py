@@ -32,15 +32,20 @@ def create_from_config(
     train_days: Sequence[int],
     eval_days: Sequence[int],
     metadata_connection_config: Any,
+    schema_path: str = str(SCHEMA_PATH),
 ):
-    """``create_pipeline`` with every other argument taken from ``config`` (all runners)."""
+    """``create_pipeline`` with every other argument taken from ``config`` (all runners).
+
+    ``schema_path`` is the curated schema as the components see it (another path inside a
+    container image).
+    """
     from pipeline.pipeline import create_pipeline
 
     return create_pipeline(
         pipeline_name=config.pipeline_name,
         pipeline_root=config.pipeline_root,
         input_base=input_base,
-        schema_path=str(SCHEMA_PATH),
+        schema_path=schema_path,
         serving_dir=config.resolved_serving_dir,
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=config.beam_pipeline_args,
