@@ -136,6 +136,16 @@ def format_summary(result: dict[str, Any]) -> str:
             lines.append(f"  {stage}: {Path(result['serving_dir']) / info['path']}")
     else:
         lines.append(f"serving: nothing pushed yet under {result['serving_dir']}")
-    if result.get("ingestion"):
-        lines.append(f"ingestion: {json.dumps(result['ingestion'])}")
+    ingestion = result.get("ingestion")
+    if ingestion:
+        lines.append(
+            f"ingestion: {ingestion['rows_read']:,} rows read, {ingestion['rows_in_examples']:,}"
+            f" in examples, {ingestion['rows_dead_lettered']:,} dead-lettered,"
+            f" {ingestion['rows_not_in_examples']:,} left out;"
+            f" {ingestion['requests_written']:,} requests written"
+        )
+        reasons = sorted(ingestion.get("dead_letter_reasons", {}).items(), key=lambda kv: -kv[1])
+        if reasons:
+            top = ", ".join(f"{reason} {count:,}" for reason, count in reasons[:3])
+            lines.append(f"  top dead-letter reasons: {top}")
     return "\n".join(lines)
