@@ -45,11 +45,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def simulated_logs(config: PipelineConfig) -> tuple[str, str]:
+def simulate_default_log(config: PipelineConfig, progress: bool = True) -> tuple[str, str]:
     """Simulates the embedded default log once; later runs with the same settings reuse it.
 
     Returns:
-      (the log folder, what happened: simulated or reused).
+      (the log folder, what happened: simulated or reused, for the console).
     """
     from simulator import SimulatorConfig, simulate_once
 
@@ -63,11 +63,18 @@ def simulated_logs(config: PipelineConfig) -> tuple[str, str]:
         seed=data.simulate_seed,
         fmt=data.format,
         corrupt_fraction=data.simulate_corrupt_fraction,
-        progress=True,
+        progress=progress,
     )
     state = "simulated" if written else "reused the simulated"
     days, requests = data.simulate_days, data.simulate_requests_per_day
     return str(out), f"{state} log of {days} days x {requests:,} requests in {out}"
+
+
+def simulated_logs(config: PipelineConfig) -> str:
+    """The embedded default log's folder, simulated on first use (the notebook's entry)."""
+    folder, what = simulate_default_log(config)
+    print(what, file=sys.stderr)  # stderr: stdout carries results
+    return folder
 
 
 def run(args: argparse.Namespace) -> int:
@@ -101,7 +108,8 @@ def run(args: argparse.Namespace) -> int:
         input_base = config.data.input_base
         if simulate:
             with ui.step("simulate") as step:
-                input_base, step["detail"] = simulated_logs(config)
+                # tqdm's bar only where it is seen: with --verbose, on the terminal.
+                input_base, step["detail"] = simulate_default_log(config, args.verbose)
         local_runner.run(config, input_base)
         result = local_runner.summary(config)
         result["wall_time_s"] = round(time.monotonic() - started, 1)

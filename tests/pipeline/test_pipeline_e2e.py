@@ -330,13 +330,13 @@ def test_report_shows_the_run(scenario: dict) -> None:
     assert [row[0] for row in rows] == [label for label, _ in expected]
     for row, (_, values) in zip(rows, expected, strict=True):
         assert row[1:] == [f"{values[n]:.4f}" for n in names]
-    assert (
-        page.texts["blessing"].startswith("Blessed: ") and good["reason"] in page.texts["blessing"]
-    )
+    assert page.texts["blessing"] == f"Blessed: {good['reason']}"
     assert "No earlier blessed model" in page.texts["baseline"]
 
     # A training curve per loss term and metric in the TensorBoard logs, as PNGs.
-    (run_dir,) = (scenario["out"] / "pipeline_root" / "Trainer" / "model_run").glob("*")
+    # The good run's Trainer execution: the one whose model was pushed (model/<id>).
+    execution = Path(good["serving_manifest"]["metrics"]["source_model"]).name
+    run_dir = scenario["out"] / "pipeline_root" / "Trainer" / "model_run" / execution
     tags = _tensorboard_tags(run_dir)
     assert {"loss", "l_e2e", "l_single_retrieval", "l_single_ranking"} <= tags
     assert "recall_at_10_at_30_at_20" in tags
