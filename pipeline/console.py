@@ -28,7 +28,6 @@ import re
 import sys
 import threading
 import time
-import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
@@ -67,6 +66,7 @@ class Console:
       stream: where status lines go (the terminal's stderr).
       describe: node id -> what a finished TFX component produced ("" when nothing to say).
       steps: how many steps the run has (shown as ``[i/n]``), or None.
+      bars: draw progress bars (on a terminal only; never where log records interleave).
     """
 
     def __init__(
@@ -74,13 +74,14 @@ class Console:
         stream: TextIO,
         describe: Callable[[str], str] | None = None,
         steps: int | None = None,
+        bars: bool = True,
     ) -> None:
         self._stream = stream
         self._describe = describe
         self._steps = steps
         self._started = 0
         self._lock = threading.RLock()
-        self._is_tty = bool(getattr(stream, "isatty", lambda: False)())
+        self._is_tty = bars and bool(getattr(stream, "isatty", lambda: False)())
         self._bar_shown = False
         self._progress: dict[str, list[int | None]] = {}  # task -> [done, total]
         self.current: str | None = None  # the step that started last and has not ended
@@ -241,12 +242,14 @@ def session(
 
     After the block, ``Session.failed`` tells whether the body raised (the error, the step
     and the log file were printed; the traceback is in the log file). KeyboardInterrupt and
-    SystemExit propagate after the streams are restored.
+    SystemExit propagate after the streams are restored. Whatever the mode, the process'
+    stdout is kept for the command's result: noise written there during the block goes to the
+    log file (quiet) or to stderr (verbose).
 
     Args:
       command: the subcommand's name (``lcron <command>``), for the first line.
       out_dir: the log file goes under ``<out_dir>/logs/``.
-      verbose: keep the full stream on stderr, write no log file.
+      verbose: keep the full stream on stderr, write no log file, draw no progress bar.
       describe: node id -> end-line detail of a finished TFX component.
       steps: total number of steps, for ``[i/n]`` labels.
     """
@@ -262,39 +265,27 @@ def session(
     absl_logging.set_verbosity(absl_logging.INFO)
     sys.stdout.flush()
     sys.stderr.flush()
-    if verbose:
-        console = Console(sys.stderr, describe, steps)
-        stream_handler = logging.StreamHandler(sys.stderr)
-        stream_handler.setFormatter(logging.Formatter(_LOG_FORMAT))
-        root.handlers = [stream_handler, ConsoleHandler(console)]
-        root.setLevel(logging.INFO)
-        current = Session(console, sys.stdout, None)
-        try:
-            yield current
-        except Exception as err:
-            current.failed = True
-            traceback.print_exc()
-            console.fail(err, None)
-        finally:
-            root.handlers, root.level = saved_handlers, saved_level
-            absl_logging.set_verbosity(saved_verbosity)
-        return
-
-    log_path = log_file_path(out_dir)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    saved_out, saved_err = os.dup(1), os.dup(2)
-    terminal_out = open(saved_out, "w", buffering=1, closefd=True)  # noqa: SIM115
-    terminal_err = open(saved_err, "w", buffering=1, closefd=True)  # noqa: SIM115
-    log = open(log_path, "a", buffering=1)  # noqa: SIM115
-    console = Console(terminal_err, describe, steps)
-    file_handler = logging.StreamHandler(log)
-    file_handler.setFormatter(logging.Formatter(_LOG_FORMAT))
-    root.handlers = [file_handler, ConsoleHandler(console)]
+    terminal_out = open(os.dup(1), "w", buffering=1)  # noqa: SIM115
+    terminal_err = open(os.dup(2), "w", buffering=1)  # noqa: SIM115
+    log_path = None if verbose else log_file_path(out_dir)
+    if log_path is None:
+        sink = None
+        console = Console(terminal_err, describe, steps, bars=False)
+        records = logging.StreamHandler(sys.stderr)
+    else:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        sink = open(log_path, "a", buffering=1)  # noqa: SIM115
+        console = Console(terminal_err, describe, steps)
+        records = logging.StreamHandler(sink)
+    records.setFormatter(logging.Formatter(_LOG_FORMAT))
+    root.handlers = [records, ConsoleHandler(console)]
     root.setLevel(logging.INFO)
-    # From here on, anything written to fd 1 or 2 (print, C++ logs, child processes) is logged.
-    os.dup2(log.fileno(), 1)
-    os.dup2(log.fileno(), 2)
-    console.line(f"lcron {command}: full log in {log_path}")
+    # From here on, anything written to fd 1 (and, quiet, fd 2) by print, C++ logs or child
+    # processes (Beam workers, experiment workers) goes to the log file, or to stderr.
+    os.dup2(sink.fileno() if sink else 2, 1)
+    if sink:
+        os.dup2(sink.fileno(), 2)
+        console.line(f"lcron {command}: full log in {log_path}")
     current = Session(console, terminal_out, log_path)
     try:
         yield current
@@ -309,5 +300,6 @@ def session(
         os.dup2(terminal_err.fileno(), 2)
         root.handlers, root.level = saved_handlers, saved_level
         absl_logging.set_verbosity(saved_verbosity)
-        for stream in (terminal_out, terminal_err, log):
-            stream.close()
+        for stream in (terminal_out, terminal_err, sink):
+            if stream is not None:
+                stream.close()

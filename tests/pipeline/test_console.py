@@ -99,9 +99,15 @@ def test_console_lines_and_bars_on_a_terminal() -> None:
     assert ui.lines == 5
 
 
-def test_no_bars_in_a_file_or_pipe() -> None:
-    stream = io.StringIO()
-    _feed(stream, RUN)
+@pytest.mark.parametrize("stream", [io.StringIO(), _Terminal()], ids=["pipe", "terminal"])
+def test_no_bars_in_a_file_or_pipe_nor_when_asked(stream: io.StringIO) -> None:
+    # A pipe never gets bars; a terminal not when log records share it (--verbose).
+    ui = console.Console(stream, describe=lambda node: f"described {node}", steps=2, bars=False)
+    if not stream.isatty():
+        ui = console.Console(stream, describe=lambda node: f"described {node}", steps=2)
+    handler = console.ConsoleHandler(ui)
+    for name, message in RUN:
+        handler.handle(_record(message, name))
     text = stream.getvalue()
     assert "\r" not in text and "[#" not in text and "[-" not in text
     assert len(text.splitlines()) == 5
@@ -136,10 +142,11 @@ def test_session_keeps_the_noise_in_the_log_and_reports_a_failure(
     assert "[1/1] Trainer failed after " in proc.stderr
     assert "ValueError: the Trainer broke: bad value in field x" in proc.stderr
     logs = list((tmp_path / "logs").glob("run-*.log"))
-    if verbose:  # today's stream: everything on the terminal, no log file
+    if verbose:  # today's stream on stderr, no log file; stdout stays for the result
         assert logs == []
-        assert "child noise" in proc.stderr and "a TFX record" in proc.stderr
-        assert "python print: noise" in proc.stdout
+        for noise in ("python print: noise", "child noise", "a TFX record", "Traceback"):
+            assert noise in proc.stderr
+        assert proc.stdout == ""
         return
     (log,) = logs
     assert proc.stdout == ""
