@@ -40,6 +40,9 @@ LOSS_METHODS: tuple[str, ...] = (
 )
 SORT_OPS: tuple[str, ...] = ("neural_sort", "soft_sort")
 WEIGHTINGS: tuple[str, ...] = ("uwl", "fixed")
+# The baselines as the authors' code computes them ("benchmark", accidents included) or with
+# those accidents fixed ("clean"); see models/losses/baselines.
+BASELINE_VARIANTS: tuple[str, ...] = ("benchmark", "clean")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,8 +63,18 @@ class LossConfig:
       weighting: "uwl" (learnable uncertainty weights, Kendall et al. 2018) or "fixed".
       fixed_weights: per-stage weights of L_single when weighting == "fixed".
       stage_keep: how many items each stage passes downstream, first stage first (RecFlow:
-        30 then 20); the cut-offs of the baselines that need them (RankFlow, ARF, ARF-v2).
-      distill_weight: RankFlow's weight of the distillation from the downstream stage.
+        30 then 20); the baselines' cut-offs: ICC's gates, RankFlow's retrieval top-k, ARF's
+        support sizes (the authors' joint_recall_k / joint_prerank_k / support_m).
+      baseline_variant: "benchmark" (default: the baselines exactly as the authors' code
+        computes them, its accidents included) or "clean" (those accidents fixed; each
+        baseline's docstring lists them). No effect on LCRON.
+      group_size: slots per stage group of the baselines' list layout (the authors': 10);
+        None means list_size // 4, the ingestion's default.
+      arf_tau: ARF / ARF-v2 sort temperature (the authors hard-code 200).
+      lambda_topn / lambda_smooth_fraction: FS-LambdaLoss's rank cut-off and smoothing of
+        the pair discount (the authors run 30 and 0.8).
+      rankflow_alpha: RankFlow's weight of its ranking-order term against the distillation
+        term, total = ... + (1 - alpha) L_distill + alpha L_rank (the authors run 0).
     """
 
     method: str = "lcron"
@@ -75,13 +88,19 @@ class LossConfig:
     weighting: str = "uwl"
     fixed_weights: tuple[float, ...] = (1.0, 1.0)
     stage_keep: tuple[int, ...] = (30, 20)
-    distill_weight: float = 1.0
+    baseline_variant: str = "benchmark"
+    group_size: int | None = None
+    arf_tau: float = 200.0
+    lambda_topn: int = 30
+    lambda_smooth_fraction: float = 0.8
+    rankflow_alpha: float = 0.0
 
     def __post_init__(self) -> None:
         for name, known in (
             ("method", LOSS_METHODS),
             ("sort_op", SORT_OPS),
             ("weighting", WEIGHTINGS),
+            ("baseline_variant", BASELINE_VARIANTS),
         ):
             value = getattr(self, name)
             if value not in known:

@@ -45,6 +45,33 @@ class DataConfig:
     simulate_seed: int = 7
     simulate_corrupt_fraction: float = 0.002
 
+    def example_gen_options(self) -> dict[str, Any]:
+        """The ingestion's options (``RecFlowExampleGen`` keyword arguments) from this config.
+
+        Every field is either an ingestion option passed here or listed in
+        ``NOT_EXAMPLE_GEN_OPTIONS`` (a test checks it), so a new ingestion option reaches every
+        caller that builds the ExampleGen from a ``DataConfig`` (``lcron experiment --data``).
+        """
+        return {
+            "input_format": self.format,
+            "list_size": self.list_size,
+            "label_mode": self.label_mode,
+        }
+
+
+# DataConfig fields that are not RecFlowExampleGen options: where the files are, how days
+# become splits, and the embedded simulated log.
+NOT_EXAMPLE_GEN_OPTIONS: tuple[str, ...] = (
+    "input_base",
+    "day_pattern",
+    "train_days",
+    "eval_days",
+    "simulate_days",
+    "simulate_requests_per_day",
+    "simulate_seed",
+    "simulate_corrupt_fraction",
+)
+
 
 @dataclasses.dataclass
 class TrainingConfig:
@@ -188,9 +215,24 @@ def load_config(
         tree = json.loads(Path(path).read_text())
         if not isinstance(tree, dict):
             raise ValueError(f"config: {path} must hold a JSON object")
+    apply_overrides(tree, overrides)
+    return _build(PipelineConfig, tree, "")
+
+
+def apply_overrides(tree: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
+    """Sets ``dotted.key=value`` strings into a nested dict (values parse as JSON when they can).
+
+    Raises:
+      ValueError: an override is not ``key=value`` or walks through a non-object.
+    """
     for item in overrides or []:
         if "=" not in item:
             raise ValueError(f"config: override {item!r} is not key=value")
         key, value = item.split("=", 1)
         _set_dotted(tree, key.strip(), _parse_value(value))
-    return _build(PipelineConfig, tree, "")
+    return tree
+
+
+def data_config(values: dict[str, Any] | None) -> DataConfig:
+    """A ``DataConfig`` from a dict of its fields; unknown keys fail by name (``data.<key>``)."""
+    return _build(DataConfig, dict(values or {}), "data.")

@@ -8,7 +8,8 @@ Public API:
   ground_truth_indicator / top_k_indicator   hard selections (deterministic ties)
 
 Modules: ``sorting`` (differentiable sorts), ``targets`` (ground truth), ``lcron`` (LCRON terms
-and layer), ``baselines`` (BCE, ICC, RankFlow, FS-RankNet, FS-LambdaLoss, ARF, ARF-v2),
+and layer), ``baselines`` (BCE, ICC, RankFlow, FS-RankNet, FS-LambdaLoss, ARF, ARF-v2 as the
+authors' benchmark code defines them, one module per method),
 ``registry`` (``get``), ``base`` (the ``CascadeLoss`` interface).
 """
 
