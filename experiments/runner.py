@@ -21,6 +21,7 @@ from typing import Any
 
 from experiments.config import ExperimentConfig, Variant
 from models.config import TrainerConfig
+from pipeline.console import say
 
 
 def _write_json(path: Path, payload: dict[str, Any]) -> None:
@@ -164,7 +165,7 @@ def run_experiment(config: ExperimentConfig, out: str | Path, workers: int = 1) 
     for number, (variant, seed, day) in enumerate(cells, start=1):
         label = f"[{number}/{len(cells)}] {variant.name} seed {seed} day {day}"
         if cell_path(out, variant.name, seed, day).exists():
-            print(f"{label}: done earlier, skipped", flush=True)
+            say(f"{label}: done earlier, skipped")
         else:
             todo.append((label, variant, seed, day))
     # Ingestion + Transform once per evaluation day, before any training.
@@ -173,10 +174,9 @@ def run_experiment(config: ExperimentConfig, out: str | Path, workers: int = 1) 
 
     def report_cell(label: str, metrics: dict[str, float], seconds: float) -> None:
         elapsed = (time.monotonic() - started) / 60
-        print(
+        say(
             f"{label}: end-to-end recall {metrics[report.HEADLINE]:.4f}"
-            f" ({seconds:.0f} s; {elapsed:.1f} min so far)",
-            flush=True,
+            f" ({seconds:.0f} s; {elapsed:.1f} min so far)"
         )
 
     if workers <= 1:

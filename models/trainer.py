@@ -19,7 +19,7 @@ from typing import Any
 
 import tensorflow as tf
 
-from models import data, distribution, exporter, preprocessing, warm_start
+from models import data, distribution, exporter, preprocessing, progress, warm_start
 from models.cascade_model import CascadeModel
 from models.config import IndexConfig, LossConfig, MetricConfig, ModelConfig, TrainerConfig
 
@@ -133,7 +133,8 @@ def fit(
             ),
             "validation_steps": tc.eval_steps,
         }
-    callbacks = []
+    # Progress records for the console (pipeline.console); plain log lines elsewhere.
+    callbacks = [progress.keras_callback(epochs * steps_per_epoch)]
     if log_dir:
         callbacks.append(tf.keras.callbacks.TensorBoard(log_dir=log_dir, update_freq="epoch"))
     history = model.fit(

@@ -151,18 +151,25 @@ class PipelineConfig:
     # --- paths the runners derive --------------------------------------------------------
     @property
     def pipeline_root(self) -> str:
-        return str(Path(self.output_dir) / "pipeline_root")
+        return _join(self.output_dir, "pipeline_root")
 
     @property
     def metadata_path(self) -> str:
-        return str(Path(self.output_dir) / "metadata.sqlite")
+        return _join(self.output_dir, "metadata.sqlite")
 
     @property
     def resolved_serving_dir(self) -> str:
-        return self.serving_dir or str(Path(self.output_dir) / "serving")
+        return self.serving_dir or _join(self.output_dir, "serving")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def _join(base: str, name: str) -> str:
+    """``base/name``; a URI (``gs://b/x``) keeps its ``//``, which ``Path`` would collapse."""
+    if "://" in base:
+        return f"{base.rstrip('/')}/{name}"
+    return str(Path(base) / name)
 
 
 def _validate_training(training: TrainingConfig) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 
 
@@ -59,18 +60,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Usage errors first (on stderr), before the slow imports.
+    if args.max_batch < 1 or args.max_inflight < 1:
+        print("lcron serve: error: --max-batch and --max-inflight must be >= 1", file=sys.stderr)
+        return 2
+    if args.k1 < 1 or (args.max_k is not None and not 1 <= args.max_k <= args.k1):
+        print("lcron serve: error: need --k1 >= 1 and 1 <= --max-k <= --k1", file=sys.stderr)
+        return 2
+
     import uvicorn
 
     from serving.app import ServiceConfig, create_app
     from serving.backends import make_backend
 
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s %(message)s")
-    if args.max_batch < 1 or args.max_inflight < 1:
-        print("error: --max-batch and --max-inflight must be >= 1")
-        return 2
-    if args.k1 < 1 or (args.max_k is not None and not 1 <= args.max_k <= args.k1):
-        print("error: need --k1 >= 1 and 1 <= --max-k <= --k1")
-        return 2
     try:
         backend = make_backend(
             args.backend,
@@ -82,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
             inter_op_threads=args.inter_op_threads,
         )
     except ValueError as err:
-        print(f"error: {err}")
+        print(f"lcron serve: error: {err}", file=sys.stderr)
         return 2
     config = ServiceConfig(
         serving_dir=Path(args.serving_dir),

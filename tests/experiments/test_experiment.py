@@ -33,9 +33,9 @@ def test_unknown_keys_are_rejected_by_name(tmp_path: Path) -> None:
         config.load(bad)
 
 
-def test_tiny_experiment_runs_end_to_end_and_resumes(tmp_path: Path, capsys) -> None:
+def test_tiny_experiment_runs_end_to_end_and_resumes(tmp_path: Path, capfd) -> None:
     out = tmp_path / "out"
-    args = argparse.Namespace(config=str(TINY), out=str(out), workers=1)
+    args = argparse.Namespace(config=str(TINY), out=str(out), workers=1, verbose=False)
     assert cli.run(args) == 0
     results = json.loads((out / "results.json").read_text())
     assert set(results["summary"]) == {"bce", "lcron"}
@@ -49,15 +49,17 @@ def test_tiny_experiment_runs_end_to_end_and_resumes(tmp_path: Path, capsys) -> 
         assert (out / name).read_bytes()[:8] == PNG_MAGIC
 
     # Resume: finished cells are skipped; a removed cell alone is recomputed.
-    capsys.readouterr()
+    # Cell lines are status lines: on the terminal's stderr (the rest is in the run's log file).
+    capfd.readouterr()
     assert cli.run(args) == 0
-    assert capsys.readouterr().out.count("done earlier, skipped") == 2
+    assert capfd.readouterr().err.count("done earlier, skipped") == 2
     lcron_cell = out / "cells" / "lcron__seed0__day2.json"
     kept = json.loads((out / "cells" / "bce__seed0__day2.json").read_text())
     lcron_cell.unlink()
     # The recomputation goes through the worker-process path.
-    assert cli.run(argparse.Namespace(config=str(TINY), out=str(out), workers=2)) == 0
-    printed = capsys.readouterr().out
+    rerun = argparse.Namespace(config=str(TINY), out=str(out), workers=2, verbose=False)
+    assert cli.run(rerun) == 0
+    printed = capfd.readouterr().err
     assert printed.count("done earlier, skipped") == 1
     assert "lcron seed 0 day 2: end-to-end recall" in printed
     assert lcron_cell.exists()
@@ -119,7 +121,8 @@ def test_experiment_on_a_recflow_layout_folder(tmp_path: Path) -> None:
         set=["data.label_mode=ground_truth"],
     )
     assert cli.run(args) == 0
-    assert not (out / "logs").exists()  # nothing simulated
+    # Nothing simulated: out/logs holds only the run's log file (run-<timestamp>.log).
+    assert [p.name[:4] for p in (out / "logs").iterdir()] == ["run-"]
     results = json.loads((out / "results.json").read_text())
     assert results["config"]["data"]["format"] == "feather"
     [cell] = results["cells"]
