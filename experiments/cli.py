@@ -19,6 +19,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workers", type=int, default=1, help="cells trained at once, one process each (default 1)"
     )
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="stream every log record to stderr instead of <out>/logs/run-<timestamp>.log",
+    )
     parser.add_argument("--data", help="folder of daily logs (default: the simulator's logs)")
     parser.add_argument("--format", help="log file format: parquet, csv or feather")
     parser.add_argument(
@@ -60,8 +65,13 @@ def run(args: argparse.Namespace) -> int:
         return 2
     from experiments.report import markdown_table
     from experiments.runner import run_experiment
+    from pipeline import console
 
-    results = run_experiment(config, args.out, workers=args.workers)
+    # One line per cell on the terminal (stderr); TensorFlow, TFX and Beam go to the log file.
+    with console.session("experiment", args.out, verbose=getattr(args, "verbose", False)) as ui:
+        results = run_experiment(config, args.out, workers=args.workers)
+    if ui.failed:
+        return 1
     print(markdown_table(results["summary"]))
     print(
         f"results: {args.out}/results.json, results.md, recall_by_method.png, recall_by_day.png,"

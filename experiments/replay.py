@@ -9,9 +9,10 @@ log the true affinity of every (user, video) pair at request time is known
 For each replayed request of the day (the context the service would get: user, demographics,
 time, behaviour sequence, all from the log), every *policy* answers with ``k`` video ids:
 
-- ``served``: the pushed pair called the way the service calls it (``serving.backends``: the
-  same backend, ``serving.app.build_query`` for the inputs, retrieval's top ``k1`` re-scored by
-  ranking, best ranking score first, ties in retrieval's order);
+- ``served``: the pushed pair called the way the service calls it: the same backend
+  (``serving.backends``), ``serving.app.build_query`` for the inputs, the pair's ``cascade``
+  (retrieval's top ``k1`` re-scored by ranking) and ``serving.app.encode_items`` for the best
+  ``k`` (best ranking score first, ties in retrieval's order);
 - ``production``: what the simulated production cascade showed: its top 10 (``rank_pos``) in
   re-ranking order (the feed whose first 4-8 were exposed);
 - ``random``: ``k`` distinct items of the exported corpus, uniformly;
@@ -190,20 +191,10 @@ def random_policy(k: int, corpus: np.ndarray, seed: int) -> Policy:
 # --- the served cascade ----------------------------------------------------------------------
 
 
-def service_answer(
-    video_id: np.ndarray, ranking_scores: np.ndarray, k: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """The service's final order (``serving.app``'s ``/v1/recommend``): best ranking score first,
-    ties in retrieval's order. video_id / ranking_scores: [N] of one request -> (ids [<=k],
-    positions in retrieval's list)."""
-    order = np.lexsort((np.arange(len(ranking_scores)), -ranking_scores))[:k]
-    return video_id[order], order
-
-
 async def _serve_all(
     pair: Any, requests: Any, k: int, k1: int, concurrency: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    from serving.app import User, build_query
+    from serving.app import User, build_query, encode_items
 
     n = len(requests)
     top_k = np.full((n, k), PAD_ID, np.int64)
@@ -220,17 +211,14 @@ async def _serve_all(
             request_timestamp=int(ctx["request_timestamp"][i]),
             **{name: requests.sequence(name, i) or None for name in SEQUENCE_FEATURES},
         )
-        query = build_query(user)
-        # As /v1/recommend: retrieval's top k1 without padding, re-scored by ranking.
-        video_id, _ = await pair.retrieve(query)
-        keep = video_id[0, :k1] != PAD_ID
-        candidates = video_id[:, :k1][:, keep]
-        scores = await pair.rank(query, candidates)
-        if not np.all(np.isfinite(scores)):
+        # What /v1/recommend does: the pair's cascade (retrieval's top k1 re-scored by
+        # ranking), then the service's own encoding of the best k.
+        result = await pair.cascade(build_query(user), k1)
+        if not np.all(np.isfinite(result.ranking_scores)):
             raise RuntimeError(f"ranking: non-finite scores for request {ctx['request_id'][i]}")
-        ids, _ = service_answer(candidates[0], scores[0], k)
-        top_k[i, : len(ids)] = ids
-        retrieved[i, : candidates.shape[1]] = candidates[0]
+        items = json.loads(encode_items(result, k, pair))["items"]
+        top_k[i, : len(items)] = [item["video_id"] for item in items]
+        retrieved[i, : len(result.video_id)] = result.video_id
 
     for start in range(0, n, concurrency):
         await asyncio.gather(*(one(i) for i in range(start, min(start + concurrency, n))))

@@ -21,6 +21,7 @@ from typing import Any
 
 from experiments.config import ExperimentConfig, Variant
 from models.config import TrainerConfig
+from pipeline.console import say
 
 
 def _write_json(path: Path, payload: dict[str, Any]) -> None:
@@ -154,8 +155,9 @@ def replay_cell(
     day: int,
     logs: Path,
 ) -> dict[str, float]:
-    """Exports the trained pair as the Trainer does, pushes it to a temporary serving dir and
-    replays ``day`` of the simulated log against it; the ``replay_*`` figures."""
+    """Exports the trained pair as the Trainer does (same corpus, top-K and index; no index
+    recall check), pushes it to a temporary serving dir and replays ``day`` of the simulated log
+    against it; the ``replay_*`` figures."""
     import shutil
     import tempfile
 
@@ -171,7 +173,13 @@ def replay_cell(
     tmp = Path(tempfile.mkdtemp(prefix="replay_"))
     try:
         exported = exporter.export_stages(
-            model.retrieval, model.ranking, tft_output, corpus, tmp / "export", hp.model.top_k
+            model.retrieval,
+            model.ranking,
+            tft_output,
+            corpus,
+            tmp / "export",
+            hp.model.top_k,
+            index=hp.index,
         )
         serving = tmp / "serving"
         for stage, path in exported.items():
@@ -231,7 +239,7 @@ def run_experiment(config: ExperimentConfig, out: str | Path, workers: int = 1) 
     for number, (variant, seed, day) in enumerate(cells, start=1):
         label = f"[{number}/{len(cells)}] {variant.name} seed {seed} day {day}"
         if cell_path(out, variant.name, seed, day).exists():
-            print(f"{label}: done earlier, skipped", flush=True)
+            say(f"{label}: done earlier, skipped")
         else:
             todo.append((label, variant, seed, day))
     # Ingestion + Transform once per evaluation day, before any training.
@@ -240,10 +248,9 @@ def run_experiment(config: ExperimentConfig, out: str | Path, workers: int = 1) 
 
     def report_cell(label: str, metrics: dict[str, float], seconds: float) -> None:
         elapsed = (time.monotonic() - started) / 60
-        print(
+        say(
             f"{label}: end-to-end recall {metrics[report.HEADLINE]:.4f}"
-            f" ({seconds:.0f} s; {elapsed:.1f} min so far)",
-            flush=True,
+            f" ({seconds:.0f} s; {elapsed:.1f} min so far)"
         )
 
     if workers <= 1:

@@ -83,16 +83,18 @@ DEFAULT_LOSS: dict[str, Any] = {"corpus_weight": 1.0}
 class TrainingConfig:
     """Hyperparameters handed to the Trainer through ``custom_config``.
 
-    ``loss``, ``metrics``, ``model`` and ``trainer`` are the dict forms of
-    ``models.config.LossConfig``, ``MetricConfig``, ``ModelConfig`` and ``TrainerConfig``; they
-    are validated against those dataclasses when the configuration is built. Keys given in a
-    file or an override are merged into these defaults (``DEFAULT_LOSS`` for ``loss``).
+    ``loss``, ``metrics``, ``model``, ``trainer`` and ``index`` are the dict forms of
+    ``models.config.LossConfig``, ``MetricConfig``, ``ModelConfig``, ``TrainerConfig`` and
+    ``IndexConfig`` (retrieval's top-K index, built at export); they are validated against
+    those dataclasses when the configuration is built. Keys given in a file or an override are
+    merged into these defaults (``DEFAULT_LOSS`` for ``loss``).
     """
 
     loss: dict[str, Any] = dataclasses.field(default_factory=lambda: dict(DEFAULT_LOSS))
     metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
     model: dict[str, Any] = dataclasses.field(default_factory=dict)
     trainer: dict[str, Any] = dataclasses.field(default_factory=dict)
+    index: dict[str, Any] = dataclasses.field(default_factory=dict)
     warm_start: bool = False
 
 
@@ -112,6 +114,27 @@ class EvaluationConfig:
 
 
 @dataclasses.dataclass
+class PushConfig:
+    """What the pusher requires before it publishes a pair.
+
+    Attributes:
+      min_index_recall: the lowest recall@K (against brute force, measured at export on eval
+        queries) of retrieval's index that may be pushed; an approximate index below it is
+        refused and the push fails.
+      warmup_requests: eval requests written as TF Serving warmup records per stage.
+    """
+
+    min_index_recall: float = 0.95
+    warmup_requests: int = 32
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.min_index_recall <= 1.0:
+            raise ValueError("push.min_index_recall must be in [0, 1]")
+        if not 0 <= self.warmup_requests <= 1000:
+            raise ValueError("push.warmup_requests must be in [0, 1000] (TF Serving's limit)")
+
+
+@dataclasses.dataclass
 class PipelineConfig:
     """Everything a runner needs. ``output_dir`` holds pipeline root, metadata and serving dir."""
 
@@ -121,6 +144,7 @@ class PipelineConfig:
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
     evaluation: EvaluationConfig = dataclasses.field(default_factory=EvaluationConfig)
+    push: PushConfig = dataclasses.field(default_factory=PushConfig)
     # Beam: DirectRunner in multi-process mode locally; pass Dataflow/Flink/Spark args unchanged.
     beam_pipeline_args: tuple[str, ...] = (
         "--direct_running_mode=multi_processing",
@@ -134,18 +158,25 @@ class PipelineConfig:
     # --- paths the runners derive --------------------------------------------------------
     @property
     def pipeline_root(self) -> str:
-        return str(Path(self.output_dir) / "pipeline_root")
+        return _join(self.output_dir, "pipeline_root")
 
     @property
     def metadata_path(self) -> str:
-        return str(Path(self.output_dir) / "metadata.sqlite")
+        return _join(self.output_dir, "metadata.sqlite")
 
     @property
     def resolved_serving_dir(self) -> str:
-        return self.serving_dir or str(Path(self.output_dir) / "serving")
+        return self.serving_dir or _join(self.output_dir, "serving")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def _join(base: str, name: str) -> str:
+    """``base/name``; a URI (``gs://b/x``) keeps its ``//``, which ``Path`` would collapse."""
+    if "://" in base:
+        return f"{base.rstrip('/')}/{name}"
+    return str(Path(base) / name)
 
 
 def _validate_training(training: TrainingConfig) -> None:
@@ -154,6 +185,7 @@ def _validate_training(training: TrainingConfig) -> None:
 
     model_config.LossConfig.from_dict(training.loss)
     model_config.MetricConfig.from_dict(training.metrics)
+    model_config.IndexConfig.from_dict(training.index)
     for name, value in (("ModelConfig", training.model), ("TrainerConfig", training.trainer)):
         cls = getattr(model_config, name, None)
         if cls is not None:

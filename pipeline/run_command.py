@@ -35,7 +35,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="Beam pipeline arg, e.g. --beam-arg=--runner=DataflowRunner (repeatable; replaces"
         " the local default)",
     )
-    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.add_argument(
+        "--json", action="store_true", help="print only the summary, as JSON, on stdout"
+    )
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="stream every log record (absl, TFX, Beam) to stderr instead of the log file",
+    )
     parser.add_argument(
         "--replay",
         action="store_true",
@@ -44,8 +51,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def simulated_logs(config: PipelineConfig) -> str:
-    """Simulates the embedded default log once; later runs with the same settings reuse it."""
+def simulate_default_log(config: PipelineConfig, progress: bool = True) -> tuple[str, str]:
+    """Simulates the embedded default log once; later runs with the same settings reuse it.
+
+    Returns:
+      (the log folder, what happened: simulated or reused, for the console).
+    """
     from simulator import SimulatorConfig, simulate_once
 
     data = config.data
@@ -58,13 +69,18 @@ def simulated_logs(config: PipelineConfig) -> str:
         seed=data.simulate_seed,
         fmt=data.format,
         corrupt_fraction=data.simulate_corrupt_fraction,
-        progress=True,
+        progress=progress,
     )
-    state = "simulated" if written else "reusing the simulated"
+    state = "simulated" if written else "reused the simulated"
     days, requests = data.simulate_days, data.simulate_requests_per_day
-    # stderr: stdout carries the summary (JSON with --json).
-    print(f"{state} log of {days} days x {requests} requests", file=sys.stderr)
-    return str(out)
+    return str(out), f"{state} log of {days} days x {requests:,} requests in {out}"
+
+
+def simulated_logs(config: PipelineConfig) -> str:
+    """The embedded default log's folder, simulated on first use (the notebook's entry)."""
+    folder, what = simulate_default_log(config)
+    print(what, file=sys.stderr)  # stderr: stdout carries results
+    return folder
 
 
 def run(args: argparse.Namespace) -> int:
@@ -81,7 +97,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"lcron run: {err}", file=sys.stderr)
         return 2
 
-    from pipeline import local_runner
+    from pipeline import console, local_runner, outcomes, report
+    from pipeline.graph import task_graph
+
+    def describe(node_id: str) -> str:
+        return outcomes.describe(
+            outcomes.node_outcome(config.metadata_path, config.pipeline_name, node_id)
+        )
 
     if args.replay and config.data.input_base:
         from simulator.truth import read_manifest
@@ -91,40 +113,66 @@ def run(args: argparse.Namespace) -> int:
         except (OSError, ValueError) as err:
             print(f"lcron run --replay: {err}", file=sys.stderr)
             return 2
+    simulate = not config.data.input_base
+    steps = len(task_graph(warm_start=config.training.warm_start)) + 1 + int(simulate)
+    steps += int(args.replay)
+    replayed = None
     started = time.monotonic()
-    input_base = config.data.input_base or simulated_logs(config)
-    local_runner.run(config, input_base)
-    result = local_runner.summary(config)
-    result["wall_time_s"] = round(time.monotonic() - started, 1)
-    report = None
-    if args.replay:
-        if not result.get("serving_manifest"):
-            print("lcron run --replay: nothing pushed yet, nothing to replay", file=sys.stderr)
-            return 1
-        report = replay_pushed(config, input_base)
-        result["replay"] = {k: v for k, v in report.items() if k != "policies"}
-        result["replay"]["policies"] = {
-            name: {m: v for m, v in metrics.items() if m != "per_request"}
-            for name, metrics in report["policies"].items()
-        }
+    with console.session(
+        "run", config.output_dir, verbose=args.verbose, describe=describe, steps=steps
+    ) as ui:
+        input_base = config.data.input_base
+        if simulate:
+            with ui.step("simulate") as step:
+                # tqdm's bar only where it is seen: with --verbose, on the terminal.
+                input_base, step["detail"] = simulate_default_log(config, args.verbose)
+        local_runner.run(config, input_base)
+        result = local_runner.summary(config)
+        result["wall_time_s"] = round(time.monotonic() - started, 1)
+        result["log_file"] = str(ui.log_path) if ui.log_path else None
+        if args.replay:
+            with ui.step("replay") as step:
+                replayed = replay_pushed(config, input_base, result)
+                served = replayed["policies"]["served"]
+                step["detail"] = (
+                    f"served Recall@10 {served['recall']:.4f}, NDCG@10 {served['ndcg']:.4f} "
+                    f"on {replayed['requests']} requests"
+                )
+        with ui.step("report") as step:
+            result["report"] = str(report.write_report(config, result))
+            step["detail"] = result["report"]
+    if ui.failed:
+        return 1
     if args.json:
         print(json.dumps(result, indent=2))
     else:
         print(local_runner.format_summary(result))
-        if report is not None:
+        if replayed is not None:
             from experiments.replay import format_report
 
-            print(format_report(report))
+            print(format_report(replayed))
         print(f"wall time: {result['wall_time_s']} s")
+        print(f"report: {result['report']}")
+        if result["log_file"]:
+            print(f"full log: {result['log_file']}")
     return 0
 
 
-def replay_pushed(config: PipelineConfig, input_base: str) -> dict:
-    """``lcron replay`` of the last eval day against the pair the run pushed."""
+def replay_pushed(config: PipelineConfig, input_base: str, result: dict) -> dict:
+    """``lcron replay`` of the last eval day against the pair the run pushed; its figures
+    (without the per-request values) go into ``result["replay"]``."""
     from experiments.config import ReplayConfig
     from experiments.replay import replay
 
+    if not result.get("serving_manifest"):
+        raise RuntimeError("--replay: nothing pushed yet, nothing to replay")
     replay_config = ReplayConfig(
         day=config.data.eval_days[-1], train_days=tuple(config.data.train_days)
     )
-    return replay(config.resolved_serving_dir, input_base, replay_config)
+    report = replay(config.resolved_serving_dir, input_base, replay_config)
+    result["replay"] = {k: v for k, v in report.items() if k != "policies"}
+    result["replay"]["policies"] = {
+        name: {m: v for m, v in metrics.items() if m != "per_request"}
+        for name, metrics in report["policies"].items()
+    }
+    return report

@@ -64,13 +64,6 @@ def test_a_request_with_nothing_available_is_an_error():
         replay.recall(np.array([[-INF, -INF]]), np.array([[0, 1]]), 2)
 
 
-def test_service_order_is_best_ranking_score_first_ties_in_retrieval_order():
-    ids, positions = replay.service_answer(
-        np.array([10, 11, 12, 13]), np.array([0.5, 2.0, 2.0, -1.0]), 3
-    )
-    assert ids.tolist() == [11, 12, 10] and positions.tolist() == [1, 2, 0]
-
-
 # --- a tiny simulated world --------------------------------------------------------------------
 
 TINY = SimulatorConfig(

@@ -83,6 +83,14 @@ def test_day_pattern_reaches_the_example_gen(tmp_path: Path) -> None:
     assert example_gen.exec_properties["input_format"] == "feather"
 
 
+def test_remote_output_dir_keeps_its_scheme() -> None:
+    # Path() would collapse gs://b into gs:/b: a pipeline root nobody can open.
+    config = load_config(None, ["output_dir=gs://bucket/lcron/"])
+    assert config.pipeline_root == "gs://bucket/lcron/pipeline_root"
+    assert config.resolved_serving_dir == "gs://bucket/lcron/serving"
+    assert load_config(None, ["output_dir=out"]).pipeline_root == str(Path("out") / "pipeline_root")
+
+
 def test_every_data_field_is_an_ingestion_option_or_declared_otherwise() -> None:
     """A new DataConfig field must reach ``example_gen_options`` (every caller that builds the
     ExampleGen from a DataConfig, e.g. ``lcron experiment --data``) or be declared as not an
