@@ -15,7 +15,7 @@ AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed
 PYTEST_ARGS ?=
 RUN_ARGS ?=
 
-.PHONY: help venv run test unit lint format lock lock-check airflow-venv experiment ablations bench clean
+.PHONY: help venv run test unit lint format lock lock-check airflow-venv experiment ablations replay-experiment bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -82,6 +82,10 @@ experiment: $(STAMP)  ## compare the paper's loss methods on simulated logs (def
 ablations: $(STAMP)  ## LCRON's ablations (e2e/single terms, sort op, tau, weighting)
 	$(VENV)/bin/lcron experiment --config experiments/configs/ablations.json \
 	  --out results/ablations --workers $(EXPERIMENT_WORKERS)
+
+replay-experiment: $(STAMP)  ## BCE, LCRON, LCRON + corpus negatives replayed against the truth
+	$(VENV)/bin/lcron experiment --config experiments/configs/replay.json \
+	  --out results/replay --workers $(EXPERIMENT_WORKERS)
 
 bench: $(STAMP)  ## run every benchmark script (prints figures)
 	for b in benchmarks/*_bench.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -44,6 +44,55 @@ class Variant:
 
 
 @dataclasses.dataclass(frozen=True)
+class ReplayConfig:
+    """How ``lcron replay`` (``experiments.replay``) replays a simulated day against the truth.
+
+    Attributes:
+      k: answers per request (the service's ``k``) and the size of the true best set.
+      k1: how many of retrieval's top items ranking re-scores (the service's ``k1``).
+      day: the log day replayed; None: the last day of the log.
+      train_days: days whose logged candidates form the exported item corpus (what the Trainer
+        indexes: ``models.data.item_corpus``); None: every day before ``day``. Only the random
+        policy and the corpus ceiling use it; a served item outside it is counted and reported.
+      max_requests: replay a seeded random subset of the day's requests; None: all of them.
+      seed: seed of that subset and of the random policy.
+      concurrency: requests in flight at once against the service's backend (the in-process
+        backend micro-batches them, as under load).
+    """
+
+    k: int = 10
+    k1: int = 100
+    day: int | None = None
+    train_days: tuple[int, ...] | None = None
+    max_requests: int | None = None
+    seed: int = 0
+    concurrency: int = 32
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.k <= self.k1:
+            raise ValueError(f"ReplayConfig: need 1 <= k <= k1, got k={self.k}, k1={self.k1}")
+        if self.max_requests is not None and self.max_requests < 1:
+            raise ValueError(f"ReplayConfig.max_requests must be >= 1, got {self.max_requests}")
+        if self.concurrency < 1:
+            raise ValueError(f"ReplayConfig.concurrency must be >= 1, got {self.concurrency}")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any] | None) -> ReplayConfig:
+        """Builds a config from a dict, rejecting unknown keys by name."""
+        values = dict(values or {})
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"ReplayConfig: unknown field(s) {unknown}; known: {sorted(known)}")
+        if isinstance(values.get("train_days"), list):
+            values["train_days"] = tuple(values["train_days"])
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
 class ExperimentConfig:
     """What to compare and how.
 
@@ -61,6 +110,9 @@ class ExperimentConfig:
       data: ``pipeline.config.DataConfig`` fields; ``input_base`` set means the user's logs
         instead of the simulator's (``lcron experiment --data DIR``).
       model / trainer: ``ModelConfig`` / ``TrainerConfig`` fields shared by every cell.
+      replay: ``ReplayConfig`` fields; when set (``{}`` for the defaults), every cell also
+        exports its trained pair and replays its evaluation day against the simulator's truth
+        (``experiments.replay``; ``day`` and ``train_days`` are the cell's). None: no replay.
     """
 
     variants: tuple[Variant, ...] = tuple(Variant(m, {"method": m}) for m in LOSS_METHODS)
@@ -74,6 +126,7 @@ class ExperimentConfig:
     data: dict[str, Any] = dataclasses.field(default_factory=dict)
     model: dict[str, Any] = dataclasses.field(default_factory=dict)
     trainer: dict[str, Any] = dataclasses.field(default_factory=dict)
+    replay: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         names = [v.name for v in self.variants]
@@ -83,6 +136,8 @@ class ExperimentConfig:
             variant.loss_config()  # unknown fields or methods fail here, by name
         ModelConfig.from_dict(self.model)
         TrainerConfig.from_dict(self.trainer)
+        if self.replay is not None:
+            ReplayConfig.from_dict(self.replay)
         clash = sorted(set(self.data) & set(_DATA_FIELDS_SET_ELSEWHERE))
         if clash:
             raise ValueError(

@@ -23,6 +23,19 @@ COLUMNS: dict[str, str] = {
     "ranking_ndcg_at_10": "Ranking NDCG@10",
 }
 
+# Replay figures (``experiments.replay``), present when the experiment replays its cells.
+REPLAY_COLUMNS: dict[str, str] = {
+    "replay_served_recall": "Replay Recall@10 (served)",
+    "replay_served_ndcg": "Replay NDCG@10 (served)",
+    "replay_served_retrieval_recall": "Replay retrieval: true best 10 in its top 100",
+}
+# Reference policies of the replay: the same for every variant of a day.
+REPLAY_REFERENCES: dict[str, str] = {
+    "production": "production cascade (logged)",
+    "random": "random (exported corpus)",
+    "corpus_oracle": "true best 10 of the exported corpus (ceiling)",
+}
+
 
 def _load_cells(out: Path) -> list[dict[str, Any]]:
     return [json.loads(p.read_text()) for p in sorted((out / "cells").glob("*.json"))]
@@ -36,7 +49,8 @@ def summarize(config: ExperimentConfig, cells: list[dict[str, Any]]) -> dict[str
         if not mine:
             continue
         entry: dict[str, Any] = {"cells": len(mine)}
-        for metric in COLUMNS:
+        replayed = [m for m in _replay_metrics(mine) if all(m in c for c in mine)]
+        for metric in [*COLUMNS, *replayed]:
             per_seed = [
                 float(np.mean([c[metric] for c in mine if c["seed"] == seed]))
                 for seed in config.seeds
@@ -62,6 +76,39 @@ def summarize(config: ExperimentConfig, cells: list[dict[str, Any]]) -> dict[str
         entry["train_steps"] = int(np.mean(steps)) if steps else None
         summary[variant.name] = entry
     return summary
+
+
+def _replay_metrics(cells: list[dict[str, Any]]) -> list[str]:
+    names = {m for c in cells for m in c if m.startswith("replay_")}
+    return sorted(names)
+
+
+def replay_table(summary: dict[str, Any]) -> str:
+    """Offline end-to-end recall beside the replay's figures, then the reference policies
+    (mean over every cell's value: they do not depend on the variant). Empty without replay."""
+    variants = [v for v in summary if all(m in summary[v] for m in REPLAY_COLUMNS)]
+    if not variants:
+        return ""
+    names = [COLUMNS[HEADLINE] + " (offline, logged lists)", *REPLAY_COLUMNS.values()]
+    lines = ["| variant | " + " | ".join(names) + " |", "|" + "---|" * (len(names) + 1)]
+    for variant in variants:
+        entry = summary[variant]
+        cells = [
+            f"{entry[m]['mean']:.4f} ± {entry[m]['std']:.4f}" for m in [HEADLINE, *REPLAY_COLUMNS]
+        ]
+        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+    for policy, label in REPLAY_REFERENCES.items():
+        recall, ndcg = (f"replay_{policy}_recall", f"replay_{policy}_ndcg")
+        means = [
+            np.mean([summary[v][m]["mean"] for v in variants])
+            if m in summary[variants[0]]
+            else None
+            for m in (recall, ndcg)
+        ]
+        if means[0] is None:
+            continue
+        lines.append(f"| {label} | | {means[0]:.4f} | {means[1]:.4f} | |")
+    return "\n".join(lines)
 
 
 def _std(values: list[float]) -> float:
@@ -198,6 +245,18 @@ def write_report(config: ExperimentConfig, out: str | Path) -> dict[str, Any]:
         per_day_table(summary, config.eval_days),
         "",
     ]
+    replayed = replay_table(summary)
+    if replayed:
+        text += [
+            "## Replay against the simulator's truth",
+            "",
+            "What the served pair returns for the evaluation day's requests (retrieval over the"
+            " exported corpus, ranking on its top 100, top 10), scored with the true affinity"
+            " (`lcron replay`, experiments/replay.py); mean ± std over seeds.",
+            "",
+            replayed,
+            "",
+        ]
     (out / "results.md").write_text("\n".join(text))
     if summary:
         _plots(config, summary, out)

@@ -102,9 +102,19 @@ def trainer_config(
 
 
 def run_cell(
-    config: ExperimentConfig, variant: Variant, seed: int, artifacts: dict[str, str]
+    config: ExperimentConfig,
+    variant: Variant,
+    seed: int,
+    artifacts: dict[str, str],
+    *,
+    day: int | None = None,
+    logs: Path | None = None,
 ) -> dict[str, float]:
-    """Trains one variant with one seed on the day's train split; eval metrics of the day."""
+    """Trains one variant with one seed on the day's train split; eval metrics of the day.
+
+    With ``config.replay`` set, the trained pair is also exported and ``day`` of the simulated
+    log in ``logs`` replayed against it (``replay_*`` metrics, ``experiments.replay``).
+    """
     import tensorflow as tf
     import tensorflow_transform as tft
 
@@ -126,14 +136,74 @@ def run_cell(
     model, _ = fit(hp, tft_output, train_files, eval_files, validate_each_epoch=False, verbose=0)
     eval_ds = data.input_fn(eval_files, tft_output, trainer.batch_size, shuffle=False, repeat=False)
     results = model.evaluate(eval_ds, return_dict=True, verbose=0)
-    return {"train_steps": trainer.train_steps, **{k: float(v) for k, v in results.items()}}
+    metrics = {"train_steps": trainer.train_steps, **{k: float(v) for k, v in results.items()}}
+    if config.replay is not None:
+        if day is None or logs is None:
+            raise ValueError("run_cell: the replay needs the evaluation day and the log folder")
+        started = time.monotonic()
+        metrics.update(replay_cell(config, hp, model, tft_output, train_files, day, logs))
+        metrics["seconds_replay"] = time.monotonic() - started
+    return metrics
+
+
+def replay_cell(
+    config: ExperimentConfig,
+    hp: Any,
+    model: Any,
+    tft_output: Any,
+    train_files: str,
+    day: int,
+    logs: Path,
+) -> dict[str, float]:
+    """Exports the trained pair as the Trainer does (same corpus, top-K and index; no index
+    recall check), pushes it to a temporary serving dir and replays ``day`` of the simulated log
+    against it; the ``replay_*`` figures."""
+    import shutil
+    import tempfile
+
+    from experiments import replay
+    from experiments.config import ReplayConfig
+    from models import data, exporter
+    from serving import manifest
+
+    replay_config = ReplayConfig.from_dict(
+        {**(config.replay or {}), "day": day, "train_days": config.train_days(day)}
+    )
+    corpus = data.item_corpus(train_files, tft_output)
+    tmp = Path(tempfile.mkdtemp(prefix="replay_"))
+    try:
+        exported = exporter.export_stages(
+            model.retrieval,
+            model.ranking,
+            tft_output,
+            corpus,
+            tmp / "export",
+            hp.model.top_k,
+            index=hp.index,
+        )
+        serving = tmp / "serving"
+        for stage, path in exported.items():
+            target = manifest.stage_dir(serving, stage, 1)
+            target.parent.mkdir(parents=True)
+            path.rename(target)
+        manifest.write_manifest(serving, 1)
+        report = replay.replay(serving, logs, replay_config)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return replay.summary_row(report)
 
 
 def _run_and_record(
-    config: ExperimentConfig, variant: Variant, seed: int, day: int, artifacts: dict, out: Path
+    config: ExperimentConfig,
+    variant: Variant,
+    seed: int,
+    day: int,
+    artifacts: dict,
+    out: Path,
+    logs: Path,
 ) -> tuple[dict[str, float], float]:
     started = time.monotonic()
-    metrics = run_cell(config, variant, seed, artifacts)
+    metrics = run_cell(config, variant, seed, artifacts, day=day, logs=logs)
     seconds = time.monotonic() - started
     payload = {"variant": variant.name, "seed": seed, "day": day, "seconds": seconds, **metrics}
     _write_json(cell_path(out, variant.name, seed, day), payload)
@@ -155,6 +225,10 @@ def run_experiment(config: ExperimentConfig, out: str | Path, workers: int = 1) 
     (out / "cells").mkdir(parents=True, exist_ok=True)
     _write_json(out / "config.json", config.to_dict())
     logs = prepare_log(config, out)
+    if config.replay is not None:
+        from simulator.truth import read_manifest
+
+        read_manifest(logs)  # the replay needs a simulated log: fail before any training
     cells = [
         (variant, seed, day)
         for day in config.eval_days
@@ -181,7 +255,9 @@ def run_experiment(config: ExperimentConfig, out: str | Path, workers: int = 1) 
 
     if workers <= 1:
         for label, variant, seed, day in todo:
-            report_cell(label, *_run_and_record(config, variant, seed, day, artifacts[day], out))
+            report_cell(
+                label, *_run_and_record(config, variant, seed, day, artifacts[day], out, logs)
+            )
     elif todo:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -189,7 +265,9 @@ def run_experiment(config: ExperimentConfig, out: str | Path, workers: int = 1) 
         context = multiprocessing.get_context("spawn")  # no TensorFlow state forked
         with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
             futures = {
-                pool.submit(_run_and_record, config, variant, seed, day, artifacts[day], out): label
+                pool.submit(
+                    _run_and_record, config, variant, seed, day, artifacts[day], out, logs
+                ): label
                 for label, variant, seed, day in todo
             }
             for future in as_completed(futures):

@@ -9,6 +9,10 @@ cascade loss from ``models.losses`` (LCRON by default, or a baseline by name) an
   tau; ``models.metrics.from_config``),
 
 so Keras logs all of them (and the TensorBoard callback writes them) for train and eval.
+
+With ``LossConfig.corpus_weight > 0`` the retrieval stage also gets the corpus term
+(``models.losses.corpus``: each request's ground truth against the batch's items, logQ-corrected),
+added to the cascade loss with that weight and logged as ``l_corpus``.
 """
 
 from __future__ import annotations
@@ -36,6 +40,9 @@ class CascadeModel(tfrs.models.Model):
       list_size: candidates per request in the training examples (used once, to learn the
         names of the loss terms; the model itself takes any list size).
       model_config / loss_config / metric_config: the typed hyperparameters.
+      item_log_q: log sampling probability per transformed video id
+        (``models.data.item_sampling_log_q``); needed when ``loss_config.corpus_weight > 0``
+        and ``corpus_logq``.
 
     Call: transformed features -> {"retrieval": [B, L], "ranking": [B, L]} logits.
     """
@@ -47,6 +54,7 @@ class CascadeModel(tfrs.models.Model):
         model_config: ModelConfig | None = None,
         loss_config: LossConfig | None = None,
         metric_config: MetricConfig | None = None,
+        item_log_q: Any = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -64,6 +72,14 @@ class CascadeModel(tfrs.models.Model):
             name: tf.keras.metrics.Mean(name=name) for name in names if name != "loss"
         }
         self.cascade_metrics = metrics.from_config(self.metric_config)
+        self.corpus_tracker = None
+        if self.loss_config.corpus_weight > 0:
+            if self.loss_config.corpus_logq and item_log_q is None:
+                raise ValueError(
+                    "CascadeModel: corpus_logq needs item_log_q (models.data.item_sampling_log_q)"
+                )
+            self.item_log_q = None if item_log_q is None else tf.constant(item_log_q, tf.float32)
+            self.corpus_tracker = tf.keras.metrics.Mean(name="l_corpus")
 
     def call(self, inputs: Mapping[str, tf.Tensor], training: bool = False) -> dict[str, tf.Tensor]:
         return {"retrieval": self.retrieval(inputs), "ranking": self.ranking(inputs)}
@@ -81,4 +97,23 @@ class CascadeModel(tfrs.models.Model):
                 metric.update_state(labels, stage_logits, mask)
             else:
                 metric.update_state(labels, logits[role.split("_", 1)[0]], mask)
-        return terms["loss"]
+        if self.corpus_tracker is None:
+            return terms["loss"]
+        l_corpus = self.corpus_term(inputs, labels, mask)
+        self.corpus_tracker.update_state(l_corpus)
+        return terms["loss"] + self.loss_config.corpus_weight * l_corpus
+
+    def corpus_term(
+        self, inputs: Mapping[str, tf.Tensor], labels: tf.Tensor, mask: tf.Tensor
+    ) -> tf.Tensor:
+        """The retrieval stage's corpus term (``models.losses.corpus``) on a batch."""
+        config = self.loss_config
+        query = self.retrieval.query_tower(inputs)  # [B, D]
+        candidates = self.retrieval.candidate_tower(inputs)  # [B, L, D]
+        ids = tf.cast(inputs[xf("video_id")], tf.int64)
+        positives = losses.ground_truth_indicator(labels, mask, config.gt_num)
+        samples = positives if config.corpus_negatives == "in_batch" else mask
+        log_q = tf.gather(self.item_log_q, ids) if config.corpus_logq else None
+        return losses.corpus_softmax_loss(
+            query, candidates, ids, positives, samples, log_q, self.retrieval.temperature
+        )

@@ -40,6 +40,8 @@ LOSS_METHODS: tuple[str, ...] = (
 )
 SORT_OPS: tuple[str, ...] = ("neural_sort", "soft_sort")
 WEIGHTINGS: tuple[str, ...] = ("uwl", "fixed")
+# Which batch items are the sampled negatives of the retrieval corpus term (``corpus_weight``).
+CORPUS_NEGATIVES: tuple[str, ...] = ("logged", "in_batch")
 # The baselines as the authors' code computes them ("benchmark", accidents included) or with
 # those accidents fixed ("clean"); see models/losses/baselines.
 BASELINE_VARIANTS: tuple[str, ...] = ("benchmark", "clean")
@@ -75,6 +77,17 @@ class LossConfig:
         the pair discount (the authors run 30 and 0.8).
       rankflow_alpha: RankFlow's weight of its ranking-order term against the distillation
         term, total = ... + (1 - alpha) L_distill + alpha L_rank (the authors run 0).
+      corpus_weight: weight of the retrieval stage's corpus term (``models.losses.corpus``): a
+        sampled softmax of each request's ground-truth items against the batch's items with
+        logQ correction, added to the cascade loss (``loss + corpus_weight * l_corpus``) so
+        retrieval learns to rank the whole corpus it serves, not only the logged lists. 0 here
+        (the paper's methods, as the experiments compare them); the pipeline's configuration
+        sets 1.0 (``pipeline.config.DEFAULT_LOSS``), chosen by the replay (docs/results.md).
+      corpus_negatives: the sampled items: "in_batch" (the batch's ground-truth items, TFRS's
+        in-batch softmax; the default: as good as "logged" in the replay and cheaper) or
+        "logged" (every logged candidate of the batch's requests).
+      corpus_logq: subtract log Q(item), the item's share of the sampled slots in the training
+        data (Yi et al. 2019); False samples without correction (popular items over-penalised).
     """
 
     method: str = "lcron"
@@ -94,17 +107,23 @@ class LossConfig:
     lambda_topn: int = 30
     lambda_smooth_fraction: float = 0.8
     rankflow_alpha: float = 0.0
+    corpus_weight: float = 0.0
+    corpus_negatives: str = "in_batch"
+    corpus_logq: bool = True
 
     def __post_init__(self) -> None:
         for name, known in (
             ("method", LOSS_METHODS),
             ("sort_op", SORT_OPS),
             ("weighting", WEIGHTINGS),
+            ("corpus_negatives", CORPUS_NEGATIVES),
             ("baseline_variant", BASELINE_VARIANTS),
         ):
             value = getattr(self, name)
             if value not in known:
                 raise ValueError(f"LossConfig.{name}: unknown value {value!r}; known: {known}")
+        if self.corpus_weight < 0:
+            raise ValueError(f"LossConfig.corpus_weight must be >= 0, got {self.corpus_weight}")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None) -> LossConfig:

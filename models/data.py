@@ -99,3 +99,53 @@ def item_corpus(
     reversed_ids = columns["video_id"][::-1]
     ids, first = np.unique(reversed_ids, return_index=True)
     return ItemCorpus({name: column[::-1][first] for name, column in columns.items()})
+
+
+def item_sampling_log_q(
+    file_pattern: str | Sequence[str],
+    tf_transform_output: Any,
+    vocabulary_size: int,
+    *,
+    positives_only: bool = False,
+    gt_num: int = 10,
+    batch_size: int = 1024,
+) -> np.ndarray:
+    """log Q(item) of the retrieval corpus term (``models.losses.corpus``), per item index.
+
+    Q(item) is the item's share of the slots the term samples from in the training data: every
+    valid logged candidate, or with ``positives_only`` every ground-truth candidate (the
+    ``gt_num`` largest labels of each request, as ``losses.ground_truth_indicator`` selects).
+    Items never sampled (out-of-vocabulary buckets, padding) count as sampled once.
+
+    Args:
+      file_pattern: transformed training examples.
+      tf_transform_output: the Transform run's ``TFTransformOutput``.
+      vocabulary_size: rows of the video id vocabulary (``preprocessing.vocabulary_sizes``).
+
+    Returns:
+      float32 [vocabulary_size], indexed by the transformed ``video_id``.
+    """
+    video = features.transformed_name("video_id")
+    names = [
+        video,
+        features.transformed_name(features.MASK),
+        features.transformed_name(features.LABEL),
+    ]
+    dataset = input_fn(
+        file_pattern, tf_transform_output, batch_size, shuffle=False, repeat=False
+    ).map(lambda batch: {k: batch[k] for k in names})
+    counts = np.zeros(vocabulary_size, np.float64)
+    for batch in dataset.as_numpy_iterator():
+        ids, mask, labels = (batch[n] for n in names)
+        valid = mask.astype(bool)
+        if positives_only:
+            ranked = np.where(valid, labels, -np.inf)
+            # Ties: the lower position first, as tf.math.top_k (stable sort of -label).
+            order = np.argsort(-ranked, axis=1, kind="stable")[:, :gt_num]
+            chosen = np.zeros_like(valid)
+            np.put_along_axis(chosen, order, True, axis=1)
+            valid &= chosen
+        np.add.at(counts, ids[valid], 1.0)
+    if counts.sum() == 0:
+        raise ValueError("item_sampling_log_q: the training examples hold no candidate")
+    return np.log(np.maximum(counts, 1.0) / counts.sum()).astype(np.float32)

@@ -107,14 +107,25 @@ def fit(
         seed=tc.seed,
         shuffle_buffer=tc.shuffle_buffer,
     )
+    vocabulary_sizes = preprocessing.vocabulary_sizes(tf_transform_output)
+    item_log_q = None
+    if hp.loss.corpus_weight > 0 and hp.loss.corpus_logq:
+        item_log_q = data.item_sampling_log_q(
+            train_files,
+            tf_transform_output,
+            vocabulary_sizes["video_id"],
+            positives_only=hp.loss.corpus_negatives == "in_batch",
+            gt_num=hp.loss.gt_num,
+        )
     strategy = distribution.strategy(tc.distribution)
     with strategy.scope():
         model = CascadeModel(
-            preprocessing.vocabulary_sizes(tf_transform_output),
+            vocabulary_sizes,
             data.list_size(tf_transform_output),
             model_config=hp.model,
             loss_config=hp.loss,
             metric_config=hp.metrics,
+            item_log_q=item_log_q,
         )
         model.compile(optimizer=tf.keras.optimizers.Adam(tc.learning_rate))
         model(_first_batch(train_ds))  # build the variables before a warm start

@@ -22,6 +22,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "compile": ("pipeline.compile_command", "compile the pipeline for Vertex AI / Kubeflow"),
     "serve": ("serving.cli", "serve the cascade over HTTP (in process or via TF Serving)"),
     "experiment": ("experiments.cli", "compare loss methods on simulated logs or yours"),
+    "replay": (
+        "experiments.replay_cli",
+        "replay a simulated day against the pushed pair, scored with the true affinity",
+    ),
     "bench": ("pipeline.bench_command", "run a benchmark script from benchmarks/"),
 }
 

@@ -73,6 +73,12 @@ NOT_EXAMPLE_GEN_OPTIONS: tuple[str, ...] = (
 )
 
 
+# The pipeline's loss on top of ``LossConfig``'s defaults (the paper's LCRON): retrieval also
+# learns against the whole corpus it serves (``models.losses.corpus``), which the replay against
+# the simulator's truth showed users get far better answers from (docs/results.md).
+DEFAULT_LOSS: dict[str, Any] = {"corpus_weight": 1.0}
+
+
 @dataclasses.dataclass
 class TrainingConfig:
     """Hyperparameters handed to the Trainer through ``custom_config``.
@@ -80,10 +86,11 @@ class TrainingConfig:
     ``loss``, ``metrics``, ``model``, ``trainer`` and ``index`` are the dict forms of
     ``models.config.LossConfig``, ``MetricConfig``, ``ModelConfig``, ``TrainerConfig`` and
     ``IndexConfig`` (retrieval's top-K index, built at export); they are validated against
-    those dataclasses when the configuration is built.
+    those dataclasses when the configuration is built. Keys given in a file or an override are
+    merged into these defaults (``DEFAULT_LOSS`` for ``loss``).
     """
 
-    loss: dict[str, Any] = dataclasses.field(default_factory=dict)
+    loss: dict[str, Any] = dataclasses.field(default_factory=lambda: dict(DEFAULT_LOSS))
     metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
     model: dict[str, Any] = dataclasses.field(default_factory=dict)
     trainer: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -198,6 +205,10 @@ def _build(cls: type, values: dict[str, Any], where: str) -> Any:
             if not isinstance(value, dict):
                 raise ValueError(f"config: {where}{name} must be an object")
             kwargs[name] = _build(hint, value, f"{where}{name}.")
+        elif isinstance(value, dict) and fields[name].default_factory is not dataclasses.MISSING:
+            # A free-form section (the Trainer's hyperparameters): given keys win, the
+            # section's other default keys stay.
+            kwargs[name] = {**fields[name].default_factory(), **value}
         elif isinstance(value, list):
             kwargs[name] = tuple(value)
         else:

@@ -43,6 +43,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="stream every log record (absl, TFX, Beam) to stderr instead of the log file",
     )
+    parser.add_argument(
+        "--replay",
+        action="store_true",
+        help="after the run, replay the last eval day of the simulated log against the pushed "
+        "pair, scored with the true affinity (`lcron replay`; needs a simulated log)",
+    )
 
 
 def simulate_default_log(config: PipelineConfig, progress: bool = True) -> tuple[str, str]:
@@ -99,8 +105,18 @@ def run(args: argparse.Namespace) -> int:
             outcomes.node_outcome(config.metadata_path, config.pipeline_name, node_id)
         )
 
+    if args.replay and config.data.input_base:
+        from simulator.truth import read_manifest
+
+        try:
+            read_manifest(config.data.input_base)
+        except (OSError, ValueError) as err:
+            print(f"lcron run --replay: {err}", file=sys.stderr)
+            return 2
     simulate = not config.data.input_base
     steps = len(task_graph(warm_start=config.training.warm_start)) + 1 + int(simulate)
+    steps += int(args.replay)
+    replayed = None
     started = time.monotonic()
     with console.session(
         "run", config.output_dir, verbose=args.verbose, describe=describe, steps=steps
@@ -114,6 +130,14 @@ def run(args: argparse.Namespace) -> int:
         result = local_runner.summary(config)
         result["wall_time_s"] = round(time.monotonic() - started, 1)
         result["log_file"] = str(ui.log_path) if ui.log_path else None
+        if args.replay:
+            with ui.step("replay") as step:
+                replayed = replay_pushed(config, input_base, result)
+                served = replayed["policies"]["served"]
+                step["detail"] = (
+                    f"served Recall@10 {served['recall']:.4f}, NDCG@10 {served['ndcg']:.4f} "
+                    f"on {replayed['requests']} requests"
+                )
         with ui.step("report") as step:
             result["report"] = str(report.write_report(config, result))
             step["detail"] = result["report"]
@@ -123,8 +147,32 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2))
     else:
         print(local_runner.format_summary(result))
+        if replayed is not None:
+            from experiments.replay import format_report
+
+            print(format_report(replayed))
         print(f"wall time: {result['wall_time_s']} s")
         print(f"report: {result['report']}")
         if result["log_file"]:
             print(f"full log: {result['log_file']}")
     return 0
+
+
+def replay_pushed(config: PipelineConfig, input_base: str, result: dict) -> dict:
+    """``lcron replay`` of the last eval day against the pair the run pushed; its figures
+    (without the per-request values) go into ``result["replay"]``."""
+    from experiments.config import ReplayConfig
+    from experiments.replay import replay
+
+    if not result.get("serving_manifest"):
+        raise RuntimeError("--replay: nothing pushed yet, nothing to replay")
+    replay_config = ReplayConfig(
+        day=config.data.eval_days[-1], train_days=tuple(config.data.train_days)
+    )
+    report = replay(config.resolved_serving_dir, input_base, replay_config)
+    result["replay"] = {k: v for k, v in report.items() if k != "policies"}
+    result["replay"]["policies"] = {
+        name: {m: v for m, v in metrics.items() if m != "per_request"}
+        for name, metrics in report["policies"].items()
+    }
+    return report

@@ -43,6 +43,31 @@ def _rng(seed: int, *stream: int) -> np.random.Generator:
     return np.random.default_rng([seed, *stream])
 
 
+def create_world(config: SimulatorConfig, seed: int) -> World:
+    """The world as it is at the start of day 0 of a run with ``seed``."""
+    return World.create(config, _rng(seed, _WORLD))
+
+
+def start_day(world: World, seed: int, day: int) -> tuple[np.random.Generator, int, int]:
+    """Moves ``world`` to ``day`` (drift, new users and videos) as a run with ``seed`` does.
+
+    Returns:
+      (the day's random stream, which then draws the day's requests; new users; new videos).
+    """
+    day_rng = _rng(seed, _DAY, day)
+    new_users, new_items = world.start_day(day, day_rng)
+    return day_rng, new_users, new_items
+
+
+def world_on_day(config: SimulatorConfig, seed: int, day: int) -> World:
+    """The world during ``day`` of a run with ``config`` and ``seed``, rebuilt without running
+    the cascade (the world's evolution does not depend on what the cascade served)."""
+    world = create_world(config, seed)
+    for d in range(day + 1):
+        start_day(world, seed, d)
+    return world
+
+
 def _initial_histories(world: World, rng: np.random.Generator) -> list[list[int]]:
     """Day-0 users' past effective views: their noisy favourites among a random pool."""
     c = world.config
@@ -149,7 +174,7 @@ def simulate(
     out = Path(out_dir)
     _prepare_out_dir(out, overwrite)
 
-    world = World.create(config, _rng(seed, _WORLD))
+    world = create_world(config, seed)
     history = BehaviourHistory(config.seq_len)
     history.add_users(_initial_histories(world, _rng(seed, _WORLD, 1)))
     salt = int(_rng(seed, _WORLD, 2).integers(0, 2**62))
@@ -158,8 +183,7 @@ def simulate(
     per_day = []
     bar = tqdm(total=days * requests_per_day, unit="req", disable=not progress, desc="simulate")
     for day in range(days):
-        day_rng = _rng(seed, _DAY, day)
-        new_users, new_items = world.start_day(day, day_rng)
+        day_rng, new_users, new_items = start_day(world, seed, day)
         history.add_users([[] for _ in range(new_users)])
         day_start = config.start_timestamp_ms + day * _MS_PER_DAY
         users = day_rng.choice(

@@ -53,18 +53,26 @@ def fn_args(transformed: dict[str, str], out: Path, custom_config: dict[str, Any
 
 @pytest.fixture(scope="session")
 def train_cascade(transformed_log, tmp_path_factory):
-    """``train_cascade(steps=300, seed=0, method="lcron", **trainer)`` -> ``TrainedCascade``
-    (in-memory model, history, export dirs); each distinct configuration trains once."""
+    """``train_cascade(steps=300, seed=0, method="lcron", loss=None, **trainer)`` ->
+    ``TrainedCascade`` (in-memory model, history, export dirs); ``loss`` holds further
+    ``LossConfig`` fields; each distinct configuration trains once."""
     from models import trainer
 
     cache: dict[tuple, Any] = {}
 
-    def train(steps: int = 300, seed: int = 0, method: str = "lcron", **extra: Any):
-        key = (steps, seed, method, tuple(sorted(extra.items())))
+    def train(
+        steps: int = 300,
+        seed: int = 0,
+        method: str = "lcron",
+        loss: dict[str, Any] | None = None,
+        **extra: Any,
+    ):
+        loss = dict(loss or {})
+        key = (steps, seed, method, tuple(sorted(loss.items())), tuple(sorted(extra.items())))
         if key not in cache:
             out = tmp_path_factory.mktemp(f"cascade_{method}_{steps}_{seed}")
             config = {
-                "loss": {"method": method},
+                "loss": {"method": method, **loss},
                 "trainer": {
                     "train_steps": steps,
                     "steps_per_epoch": min(50, steps),

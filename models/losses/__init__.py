@@ -6,11 +6,13 @@ Public API:
   lcron_cascade_terms(...)                   the same for any number of stages
   neural_sort / soft_sort                    relaxed permutation matrices
   ground_truth_indicator / top_k_indicator   hard selections (deterministic ties)
+  corpus_softmax_loss(...)                   retrieval's sampled softmax over the batch's items
 
 Modules: ``sorting`` (differentiable sorts), ``targets`` (ground truth), ``lcron`` (LCRON terms
 and layer), ``baselines`` (BCE, ICC, RankFlow, FS-RankNet, FS-LambdaLoss, ARF, ARF-v2 as the
 authors' benchmark code defines them, one module per method),
-``registry`` (``get``), ``base`` (the ``CascadeLoss`` interface).
+``registry`` (``get``), ``base`` (the ``CascadeLoss`` interface), ``corpus`` (retrieval's
+corpus term, added to a cascade loss by ``LossConfig.corpus_weight``).
 """
 
 from models.losses.base import CascadeLoss
@@ -23,6 +25,7 @@ from models.losses.baselines import (
     IccLoss,
     RankFlowLoss,
 )
+from models.losses.corpus import corpus_softmax_loss
 from models.losses.lcron import (
     LcronLoss,
     end_to_end_loss,
@@ -48,6 +51,7 @@ __all__ = [
     "IccLoss",
     "LcronLoss",
     "RankFlowLoss",
+    "corpus_softmax_loss",
     "end_to_end_loss",
     "get",
     "ground_truth_indicator",

@@ -272,3 +272,67 @@ def test_training_under_a_mirrored_strategy(run_eagerly):
     assert "l_e2e" in history and "recall_at_4_at_12_at_8" in history, sorted(history)
     for stage in STAGES:
         assert _changed(before[stage], getattr(model, stage).trainable_weights) > 0, stage
+
+
+def test_corpus_term_is_added_with_its_weight_and_trains_only_retrieval():
+    list_size = 12
+    batch = make_batch(4, list_size, seed=3)
+    rows = SIZES["video_id"]
+    log_q = np.log(np.linspace(1.0, 2.0, rows) / np.linspace(1.0, 2.0, rows).sum())
+    plain = CascadeModel(SIZES, list_size, loss_config=LossConfig())
+    config = LossConfig(corpus_weight=0.5, corpus_negatives="logged")
+    model = CascadeModel(SIZES, list_size, loss_config=config, item_log_q=log_q)
+    plain(batch)
+    model(batch)
+    for part in ("retrieval", "ranking", "cascade_loss"):  # the same network and UWL weights
+        getattr(model, part).set_weights(getattr(plain, part).get_weights())
+    labels = tf.cast(batch[xf(features.LABEL)], tf.float32)
+    mask = tf.cast(batch[xf(features.MASK)], tf.float32)
+    with tf.GradientTape(persistent=True) as tape:
+        l_corpus = model.corpus_term(batch, labels, mask)
+        total = model.compute_loss(batch, training=True)
+    expected_term = losses.corpus_softmax_loss(
+        model.retrieval.query_tower(batch),
+        model.retrieval.candidate_tower(batch),
+        batch[xf("video_id")],
+        losses.ground_truth_indicator(labels, mask, config.gt_num),
+        mask,
+        tf.gather(tf.constant(log_q, tf.float32), batch[xf("video_id")]),
+    )
+    np.testing.assert_allclose(float(l_corpus), float(expected_term), rtol=1e-6)
+    np.testing.assert_allclose(
+        float(total),
+        float(plain.compute_loss(batch, training=True)) + 0.5 * float(l_corpus),
+        rtol=1e-5,
+    )
+    assert float(model.corpus_tracker.result()) == pytest.approx(float(l_corpus))
+    grads = tape.gradient(
+        l_corpus, [*model.retrieval.trainable_weights, *model.ranking.trainable_weights]
+    )
+    n = len(model.retrieval.trainable_weights)
+    assert any(
+        g is not None and float(tf.reduce_sum(tf.abs(tf.convert_to_tensor(g)))) > 0
+        for g in grads[:n]
+    )
+    assert all(g is None for g in grads[n:])
+    # In-batch negatives (the default): only the batch's ground-truth items are sampled.
+    in_batch = CascadeModel(
+        SIZES, list_size, loss_config=LossConfig(corpus_weight=0.5), item_log_q=log_q
+    )
+    in_batch(batch)
+    in_batch.retrieval.set_weights(plain.retrieval.get_weights())
+    positives = losses.ground_truth_indicator(labels, mask, config.gt_num)
+    expected_in_batch = losses.corpus_softmax_loss(
+        model.retrieval.query_tower(batch),
+        model.retrieval.candidate_tower(batch),
+        batch[xf("video_id")],
+        positives,
+        positives,
+        tf.gather(tf.constant(log_q, tf.float32), batch[xf("video_id")]),
+    )
+    np.testing.assert_allclose(
+        float(in_batch.corpus_term(batch, labels, mask)), float(expected_in_batch), rtol=1e-6
+    )
+    assert float(expected_in_batch) != pytest.approx(float(expected_term))
+    with pytest.raises(ValueError, match="item_log_q"):
+        CascadeModel(SIZES, list_size, loss_config=config)

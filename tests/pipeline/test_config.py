@@ -17,6 +17,11 @@ def test_defaults_are_the_embedded_job() -> None:
     assert config.data.train_days == (0, 1) and config.data.eval_days == (2,)
     assert config.resolved_serving_dir == str(Path("outputs") / "serving")
     assert any("multi_processing" in a for a in config.beam_pipeline_args)
+    # LCRON (LossConfig's defaults, the paper's) plus retrieval's corpus term, chosen by the
+    # replay (docs/results.md); it is switched off by setting its weight to 0.
+    assert config.training.loss == {"corpus_weight": 1.0}
+    off = load_config(None, ["training.loss.corpus_weight=0"])
+    assert off.training.loss == {"corpus_weight": 0}
 
 
 def test_file_then_overrides_win(tmp_path: Path) -> None:
@@ -31,7 +36,8 @@ def test_file_then_overrides_win(tmp_path: Path) -> None:
     assert config.output_dir == "x"
     assert config.data.train_days == (0, 1, 2)
     assert config.data.eval_days == (4,)
-    assert config.training.loss == {"method": "bce"}
+    # Given keys merge into the section's defaults: BCE keeps the corpus term.
+    assert config.training.loss == {"corpus_weight": 1.0, "method": "bce"}
     assert config.evaluation.recall_floor == 0.25
 
 

@@ -6,7 +6,8 @@ One module-scoped scenario over a tiny simulated log, in the order a user meets 
    manifest, models.config and warmup requests;
 3. a deliberately degraded model (1 training step) is not blessed and not pushed: the serving
    dir still holds the good pair;
-4. re-running the good configuration is served from TFX's cache.
+4. re-running the good configuration is served from TFX's cache, and ``--replay`` scores the
+   pushed pair against the simulator's truth.
 
 Run 2 goes through the operator's console (no ``--json``): a few lines on the terminal, the rest
 in ``<out>/logs/run-<timestamp>.log``, and the run report ``<out>/report/index.html``; runs 3 and
@@ -62,10 +63,14 @@ def _args(out: Path, extra: list[str] = (), json_summary: bool = True) -> list[s
     return ["run", "--out", str(out), *(["--json"] if json_summary else []), *overrides]
 
 
-def _run(out: Path, extra: list[str] = (), timeout: float = 900) -> dict:
+def _run(out: Path, extra: list[str] = (), timeout: float = 900, flags: list[str] = ()) -> dict:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     proc = subprocess.run(
-        [LCRON, *_args(out, extra)], capture_output=True, text=True, timeout=timeout, env=env
+        [LCRON, *_args(out, extra), *flags],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
     )
     assert proc.returncode == 0, proc.stderr[-6000:]
     return json.loads(proc.stdout)  # stdout holds the JSON summary and nothing else
@@ -159,7 +164,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
     # 4. The good configuration again: cached.
     started = time.monotonic()
-    result["cached"] = _run(out)
+    result["cached"] = _run(out, flags=["--replay"])  # then the pushed pair replayed
     result["cached_wall_s"] = time.monotonic() - started
     result["executions_all"] = _executions(out)
     return result
@@ -393,3 +398,17 @@ def test_a_failing_component_is_named_with_the_log_file(tmp_path: Path) -> None:
     assert proc.stderr.splitlines()[-1] == f"full log: {log}"
     assert proc.stdout == ""
     assert "Traceback" in log.read_text()
+
+
+def test_replay_scores_the_pushed_pair_against_the_truth(scenario: dict) -> None:
+    replay = scenario["cached"]["replay"]
+    manifest = scenario["cached"]["serving_manifest"]
+    assert replay["version"] == manifest["version"]
+    assert replay["day"] == 2 and replay["train_days"] == [0, 1]
+    assert replay["requests"] == 300  # every request of the eval day, corrupt rows left out
+    policies = replay["policies"]
+    assert set(policies) == {"served", "production", "random", "corpus_oracle"}
+    assert policies["served"]["outside_corpus"] == 0
+    assert policies["served"]["recall"] <= policies["served"]["retrieval_recall"]
+    assert policies["served"]["recall"] <= policies["corpus_oracle"]["recall"]
+    assert policies["production"]["ndcg"] > policies["random"]["ndcg"]
