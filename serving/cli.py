@@ -61,9 +61,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # Usage errors first (on stderr), before the slow imports.
-    if args.max_batch < 1 or args.max_inflight < 1:
-        print("lcron serve: error: --max-batch and --max-inflight must be >= 1", file=sys.stderr)
-        return 2
+    for flag, value in (("--max-batch", args.max_batch), ("--max-inflight", args.max_inflight)):
+        if value < 1:
+            print(f"lcron serve: error: {flag} must be >= 1", file=sys.stderr)
+            return 2
     if args.k1 < 1 or (args.max_k is not None and not 1 <= args.max_k <= args.k1):
         print("lcron serve: error: need --k1 >= 1 and 1 <= --max-k <= --k1", file=sys.stderr)
         return 2
