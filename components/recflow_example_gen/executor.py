@@ -30,6 +30,7 @@ INGEST_STATS_KEY = "ingest_stats"
 
 def config_from_exec_properties(exec_properties: dict[str, Any]) -> beam_pipeline.IngestConfig:
     validation = json.loads(exec_properties.get("validation_config") or "{}")
+    share = exec_properties.get("max_dead_letter_share")
     return beam_pipeline.IngestConfig(
         input_format=exec_properties["input_format"],
         list=listwise.ListConfig(
@@ -38,6 +39,9 @@ def config_from_exec_properties(exec_properties: dict[str, Any]) -> beam_pipelin
             label_mode=exec_properties["label_mode"],
         ),
         validation=rows.ValidationConfig(**validation),
+        max_dead_letter_share=(
+            beam_pipeline.DEFAULT_MAX_DEAD_LETTER_SHARE if share is None else float(share)
+        ),
     )
 
 
@@ -79,3 +83,5 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         examples_utils.set_file_format(examples, "tfrecords_gzip")
         for key in beam_pipeline.COUNT_KEYS:
             stats_artifact.set_int_custom_property(key, int(stats[key]))
+        # Last: the stats and dead letters are written for the user to read when this fails.
+        beam_pipeline.check_stats(stats, config, dead_letters.uri)
