@@ -75,11 +75,17 @@ def run(args: argparse.Namespace) -> int:
         print(f"lcron run: {err}", file=sys.stderr)
         return 2
 
+    from components.example_validation.executor import DataAnomaliesError
+    from components.recflow_example_gen.beam_pipeline import IngestionError
     from pipeline import local_runner
 
     started = time.monotonic()
     input_base = config.data.input_base or simulated_logs(config)
-    local_runner.run(config, input_base)
+    try:
+        local_runner.run(config, input_base)
+    except (IngestionError, DataAnomaliesError) as err:  # bad input: the message says why
+        print(f"lcron run: {err}", file=sys.stderr)
+        return 1
     result = local_runner.summary(config)
     result["wall_time_s"] = round(time.monotonic() - started, 1)
     if args.json:

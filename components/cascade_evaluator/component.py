@@ -56,7 +56,7 @@ class CascadeEvaluator(base_component.BaseComponent):
         eval_split: str = "eval",
         recall_floor: float = 0.5,
         max_regression: float = 0.01,
-        min_lift_over_chance: float = 0.05,
+        min_lift_over_chance: float = 0.1,
         slice_features: Sequence[str] = ("gender",),
         metric_config: dict | None = None,
     ):

@@ -197,8 +197,8 @@ def decide_blessing(
     - is finite and at least ``floor`` (absolute);
     - beats ``chance`` (the recall of an uninformative cascade on the same requests; None only
       where it is unknown) by at least ``min_lift``: a collapsed model (constant scores)
-      scores exactly chance level, a model without signal (e.g. trained on shuffled labels)
-      chance level up to sampling noise;
+      scores exactly chance level; a model that learned nothing about the labels (trained on
+      shuffled labels) only its architecture's prior above it (a few points);
     - is not worse than the baseline (the last blessed model, on the same requests) by more than
       ``max_regression`` (absolute). With no baseline (first run) that check is skipped.
     """

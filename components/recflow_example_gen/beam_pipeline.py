@@ -389,8 +389,9 @@ def check_stats(stats: dict[str, Any], config: IngestConfig, dead_letters_dir: s
     if problems:
         hint = (
             "Dead letters (one JSON line per row, with the row) are under"
-            f" {dead_letters_dir}. If the input's conventions differ from ours (time units:"
-            " timestamps in ms, duration in s), name them: a preset (RecFlow: --preset recflow /"
-            " data.preset=recflow) or validation time_units; see docs/ingestion.md."
+            f" {dead_letters_dir} (counts: stats.json). If the input's conventions differ from"
+            " ours (time units: timestamps in ms, duration in s), name them: a preset"
+            " (RecFlow: --preset recflow / data.preset=recflow) or validation time_units; see"
+            " docs/ingestion.md."
         )
         raise IngestionError("ingestion failed:\n" + "\n".join(problems) + "\n" + hint)
