@@ -8,7 +8,7 @@
     <serving_model_dir>/ranking/     SavedModel
     <serving_model_dir>/warm_start/  weights + vocabularies, for the next run's warm start
     <model_run_dir>/                 TensorBoard logs (every loss term and cascade metric)
-    <model_run_dir>/training_start.json   the first step's loss and what the warm start did
+    <model_run_dir>/training_start.json   the first step's figures and what the warm start did
 """
 
 from __future__ import annotations
@@ -30,9 +30,12 @@ TRAINING_START_FILE = "training_start.json"
 
 
 class _TrainingStart(tf.keras.callbacks.Callback):
-    """Writes the first training step's loss (computed before its update) and the warm start's
-    counts to ``<log_dir>/training_start.json``: a warm-started run starts lower than a cold
-    one, which is how a run shows that it did start from the blessed weights."""
+    """Writes the first training step's figures (computed before its update: loss terms and
+    cascade metrics of the first batch) and the warm start's counts to
+    ``<log_dir>/training_start.json``: a warm-started run starts from a lower ``l_e2e`` and a
+    higher recall than a cold one, which is how a run shows that it did start from the blessed
+    weights. (The total LCRON loss is not comparable across runs: its uncertainty weights are
+    learned, and a warm start restores them too.)"""
 
     def __init__(self, path: Path, warm_start: dict[str, Any] | None) -> None:
         super().__init__()
@@ -44,7 +47,11 @@ class _TrainingStart(tf.keras.callbacks.Callback):
         if self._written or not logs or "loss" not in logs:
             return
         self._written = True
-        record = {"first_step_loss": float(logs["loss"]), "warm_start": self._warm_start}
+        record = {
+            "first_step_loss": float(logs["loss"]),
+            "first_step": {name: float(value) for name, value in logs.items()},
+            "warm_start": self._warm_start,
+        }
         self._path.parent.mkdir(parents=True, exist_ok=True)
         self._path.write_text(json.dumps(record, indent=2))
         logging.info("training start: %s", record)
