@@ -92,11 +92,9 @@ class CascadeModel(tfrs.models.Model):
         terms = self.cascade_loss(stage_logits, labels, mask)
         for name, tracker in self.term_trackers.items():
             tracker.update_state(terms[name])
-        for role, metric in self.cascade_metrics.items():
-            if role == "cascade_recall":
-                metric.update_state(labels, stage_logits, mask)
-            else:
-                metric.update_state(labels, logits[role.split("_", 1)[0]], mask)
+        metrics.update_cascade_metrics(
+            self.cascade_metrics, labels, {stage: logits[stage] for stage in STAGES}, mask
+        )
         if self.corpus_tracker is None:
             return terms["loss"]
         l_corpus = self.corpus_term(inputs, labels, mask)

@@ -40,7 +40,7 @@ def input_fn(
       batch_size: requests per batch.
       shuffle / repeat: shuffle requests (seeded) and repeat indefinitely (training).
     """
-    return tf.data.experimental.make_batched_features_dataset(
+    dataset = tf.data.experimental.make_batched_features_dataset(
         file_pattern=list(file_pattern) if not isinstance(file_pattern, str) else file_pattern,
         batch_size=batch_size,
         features=tf_transform_output.transformed_feature_spec(),
@@ -51,6 +51,11 @@ def input_fn(
         shuffle_seed=seed,
         drop_final_batch=False,
     )
+    # Multi-worker strategies shard the input per worker. By file (the default) fails when
+    # Transform wrote fewer files than there are workers; by element works for any file count.
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
 
 
 def list_size(tf_transform_output: Any) -> int:

@@ -8,11 +8,13 @@
     <serving_model_dir>/ranking/     SavedModel
     <serving_model_dir>/warm_start/  weights + vocabularies, for the next run's warm start
     <model_run_dir>/                 TensorBoard logs (every loss term and cascade metric)
+    <model_run_dir>/training_start.json   the first step's figures and what the warm start did
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,35 @@ from models.cascade_model import CascadeModel
 from models.config import IndexConfig, LossConfig, MetricConfig, ModelConfig, TrainerConfig
 
 WARM_START_DIR = "warm_start"
+TRAINING_START_FILE = "training_start.json"
+
+
+class _TrainingStart(tf.keras.callbacks.Callback):
+    """Writes the first training step's figures (computed before its update: loss terms and
+    cascade metrics of the first batch) and the warm start's counts to
+    ``<log_dir>/training_start.json``: a warm-started run starts from a lower ``l_e2e`` and a
+    higher recall than a cold one, which is how a run shows that it did start from the blessed
+    weights. (The total LCRON loss is not comparable across runs: its uncertainty weights are
+    learned, and a warm start restores them too.)"""
+
+    def __init__(self, path: Path, warm_start: dict[str, Any] | None) -> None:
+        super().__init__()
+        self._path = path
+        self._warm_start = warm_start
+        self._written = False
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        if self._written or not logs or "loss" not in logs:
+            return
+        self._written = True
+        record = {
+            "first_step_loss": float(logs["loss"]),
+            "first_step": {name: float(value) for name, value in logs.items()},
+            "warm_start": self._warm_start,
+        }
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        self._path.write_text(json.dumps(record, indent=2))
+        logging.info("training start: %s", record)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,6 +125,9 @@ def fit(
       The trained model and Keras' history (per epoch; eval figures prefixed ``val_``).
     """
     tc = hp.trainer
+    # First: a multi-worker strategy configures collective ops, which TensorFlow refuses once
+    # any op (the input pipeline below) has initialised its runtime.
+    strategy = distribution.strategy(tc.distribution)
     tf.keras.utils.set_random_seed(tc.seed)
     train_steps = int(train_steps or tc.train_steps)
     steps_per_epoch = min(tc.steps_per_epoch, train_steps)
@@ -117,7 +151,6 @@ def fit(
             positives_only=hp.loss.corpus_negatives == "in_batch",
             gt_num=hp.loss.gt_num,
         )
-    strategy = distribution.strategy(tc.distribution)
     with strategy.scope():
         model = CascadeModel(
             vocabulary_sizes,
@@ -128,11 +161,18 @@ def fit(
             item_log_q=item_log_q,
         )
         model.compile(optimizer=tf.keras.optimizers.Adam(tc.learning_rate))
+        if tc.distribution == "multi_worker_mirrored":
+            # Keras' default ("auto") all-reduces each worker's metric results with a sum, but
+            # they are already synchronised means: with two workers every figure came out
+            # doubled (tests/models/test_multi_worker.py).
+            model.distribute_reduction_method = "first"
         model(_first_batch(train_ds))  # build the variables before a warm start
+    warm_started = None
     if hp.warm_start and base_model:
         source = Path(base_model) / WARM_START_DIR
         if source.exists():
-            warm_start.restore(model, tf_transform_output, source)
+            counts = warm_start.restore(model, tf_transform_output, source)
+            warm_started = {"from": str(source), **counts}
         else:
             logging.warning("warm start asked, but %s has no saved weights", base_model)
 
@@ -148,6 +188,7 @@ def fit(
     callbacks = [progress.keras_callback(epochs * steps_per_epoch)]
     if log_dir:
         callbacks.append(tf.keras.callbacks.TensorBoard(log_dir=log_dir, update_freq="epoch"))
+        callbacks.append(_TrainingStart(Path(log_dir) / TRAINING_START_FILE, warm_started))
     history = model.fit(
         train_ds,
         epochs=epochs,

@@ -18,6 +18,10 @@ from collections.abc import Sequence
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "simulate": ("simulator.cli", "write simulated RecFlow-schema logs (Parquet/CSV) for D days"),
     "ingest": ("components.recflow_example_gen.cli", "run the Beam ingestion standalone"),
+    "convert-recflow": (
+        "components.recflow_example_gen.convert_cli",
+        "join a RecFlow download's pickled sequences into daily Parquet logs",
+    ),
     "run": ("pipeline.run_command", "run the whole TFX pipeline locally (LocalDagRunner)"),
     "compile": ("pipeline.compile_command", "compile the pipeline for Vertex AI / Kubeflow"),
     "serve": ("serving.cli", "serve the cascade over HTTP (in process or via TF Serving)"),

@@ -59,6 +59,9 @@ def render_bar(task: str, done: int, total: int, width: int = BAR_WIDTH) -> str:
     return f"{task} [{'#' * filled}{'-' * (width - filled)}] {done}/{total} ({fraction:.0%})"
 
 
+_MAX_ERROR_LINES = 30
+
+
 class Console:
     """Writes step lines and a transient progress bar to a terminal stream (thread-safe).
 
@@ -130,9 +133,11 @@ class Console:
             if step is not None:
                 seconds = time.monotonic() - self._step_started.get(step, time.monotonic())
                 where = f"{self._label(step)} failed after {_duration(seconds)}"
-            message = str(error).strip().splitlines()
-            first = message[0] if message else ""
-            self.line(f"{where}: {type(error).__name__}: {first}"[:2000])
+            # The whole message, bounded: ours (ingestion, anomalies) say why over several lines.
+            message = str(error).strip().splitlines()[:_MAX_ERROR_LINES] or [""]
+            self.line(f"{where}: {type(error).__name__}: {message[0]}"[:2000])
+            for extra in message[1:]:
+                self.line(f"  {extra}"[:2000])
             if log_path is not None:
                 self.line(f"full log: {log_path}")
 

@@ -56,9 +56,14 @@ def create_from_config(
         day_pattern=config.data.day_pattern,
         list_size=config.data.list_size,
         label_mode=config.data.label_mode,
+        preset=config.data.preset,
+        validation=dict(config.data.validation),
+        max_dead_letter_share=config.data.max_dead_letter_share,
+        stop_on_anomalies=config.data.stop_on_anomalies,
         hyperparameters=hyperparameters(config),
         warm_start=config.training.warm_start,
         recall_floor=config.evaluation.recall_floor,
+        min_lift_over_chance=config.evaluation.min_lift_over_chance,
         max_regression=config.evaluation.max_regression,
         slice_features=config.evaluation.slice_features,
         min_index_recall=config.push.min_index_recall,
@@ -125,7 +130,10 @@ def format_summary(result: dict[str, Any]) -> str:
         lines.append(f"evaluation on {evaluation['requests']} eval requests:")
         width = max(len(n) for n in names)
         lines.append("  " + " | ".join(["slice".ljust(14), *[n.rjust(width) for n in names]]))
-        rows = [("overall", evaluation["overall"]), *evaluation["slices"].items()]
+        rows = [("overall", evaluation["overall"])]
+        if "chance" in evaluation:  # constant scores on the same requests
+            rows.append(("chance level", evaluation["chance"]))
+        rows += list(evaluation["slices"].items())
         for label, values in rows:
             cells = [f"{values[n]:.4f}".rjust(width) for n in names]
             lines.append("  " + " | ".join([label.ljust(14), *cells]))

@@ -5,6 +5,7 @@ parameters; runners (``local_runner``, ``airflow_dag``, the notebook) own where 
 Every node has a stable id so that caching, lineage and the Airflow task graph stay put.
 
     RecFlowExampleGen -> StatisticsGen -> ExampleValidator <- ImportSchemaGen
+           |                                   | (anomalies stop the run)
            |                                   Transform <-------/
            |                                       |
            |              latest blessed model -> Trainer (both stages, one network)
@@ -20,6 +21,7 @@ from tfx import v1 as tfx
 
 from components.cascade_evaluator.component import CascadeEvaluator
 from components.cascade_pusher.component import CascadePusher
+from components.example_validation.component import StrictExampleValidator
 from components.recflow_example_gen import RecFlowExampleGen, day_splits
 from models.code_version import code_version
 
@@ -39,9 +41,14 @@ def create_pipeline(
     day_pattern: str = "day_{day:02d}/*",
     list_size: int = 40,
     label_mode: str = "ground_truth",
+    preset: str = "default",
+    validation: dict[str, Any] | None = None,
+    max_dead_letter_share: float = 0.01,
+    stop_on_anomalies: bool = True,
     hyperparameters: dict[str, Any] | None = None,
     warm_start: bool = False,
     recall_floor: float = 0.5,
+    min_lift_over_chance: float = 0.1,
     max_regression: float = 0.01,
     slice_features: Sequence[str] = ("gender",),
     min_index_recall: float = 0.95,
@@ -65,11 +72,18 @@ def create_pipeline(
         ``"all_stage/2024-01-{day:02d}.feather"`` for a RecFlow download).
       list_size: candidates per request in the list-wise example.
       label_mode: "ground_truth" or "feedback".
+      preset / validation: the input's conventions (``presets.PRESETS`` by name, then
+        ``rows.ValidationConfig`` fields over them: time units, bounds).
+      max_dead_letter_share: the ingestion fails above this share of malformed rows in a split
+        (and on an empty split).
+      stop_on_anomalies: ExampleValidator fails the run (before Transform) on anomalies; False
+        records them only.
       hyperparameters: ``{"loss": ..., "metrics": ..., "model": ..., "trainer": ...,
         "index": ...}`` dicts of the ``models.config`` dataclasses, handed to the Trainer
         through custom_config.
       warm_start: start training from the latest blessed model.
-      recall_floor / max_regression: the blessing rule (see ``CascadeEvaluator``).
+      recall_floor / min_lift_over_chance / max_regression: the blessing rule (see
+        ``CascadeEvaluator``).
       slice_features: context features the evaluation is sliced by.
       min_index_recall: the pusher refuses a retrieval index whose recall@K against brute force
         (measured at export) is below this.
@@ -87,13 +101,19 @@ def create_pipeline(
         input_format=input_format,
         list_size=list_size,
         label_mode=label_mode,
+        preset=preset,
+        validation=validation,
+        max_dead_letter_share=max_dead_letter_share,
     ).with_id("RecFlowExampleGen")
 
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"]).with_id(
         "StatisticsGen"
     )
     schema_gen = tfx.components.ImportSchemaGen(schema_file=schema_path).with_id("ImportSchemaGen")
-    example_validator = tfx.components.ExampleValidator(
+    validator_class = (
+        StrictExampleValidator if stop_on_anomalies else tfx.components.ExampleValidator
+    )
+    example_validator = validator_class(
         statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
     ).with_id("ExampleValidator")
 
@@ -103,6 +123,9 @@ def create_pipeline(
         preprocessing_fn="models.preprocessing.preprocessing_fn",
         custom_config={"code_version": version},
     ).with_id("Transform")
+    if stop_on_anomalies:
+        # Transform reads no output of the validator: order them explicitly.
+        transform.add_upstream_node(example_validator)
 
     latest_blessed = tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
@@ -127,6 +150,7 @@ def create_pipeline(
         baseline_model=latest_blessed.outputs["model"],
         eval_split="eval",
         recall_floor=recall_floor,
+        min_lift_over_chance=min_lift_over_chance,
         max_regression=max_regression,
         slice_features=slice_features,
         metric_config=hyperparameters.get("metrics"),

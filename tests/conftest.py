@@ -85,3 +85,104 @@ def train_cascade(transformed_log, tmp_path_factory):
         return cache[key]
 
     return train
+
+
+# --- A RecFlow download, in RecFlow's own layout and units -----------------------------------
+
+RECFLOW_FIRST_DATE = (2024, 1, 13)  # RecFlow's first day
+RECFLOW_STAGES = ("realshow", "rerank_pos", "rerank_neg", "rank_pos", "rank_neg", "coarse_neg")
+
+
+def recflow_date(day: int) -> str:
+    import datetime
+
+    return (datetime.date(*RECFLOW_FIRST_DATE) + datetime.timedelta(days=day)).isoformat()
+
+
+def build_recflow_download(out: Path, days: int, requests_per_day: int, seed: int) -> Path:
+    """Writes a tiny RecFlow download under ``out`` from a simulated log (so it has signal):
+
+    - ``all_stage/DATE.feather``: our LOG_COLUMNS without the sequences, in RecFlow's units
+      (request_timestamp ms, upload_timestamp s, duration and playing_time ms) and with null
+      rank_index / rerank_index where the item has no position;
+    - ``seq_effective_50_dict/DATE.pkl``: request_id -> int64 [50, 10], oldest view first,
+      valid rows right-aligned, column 7 the view's request timestamp (> 0 when valid), columns
+      0, 1, 2 video_id, author_id, category_level_two (the others filled with other ints);
+    - ``request_id_dict/DATE.pkl``: request_id -> {stage flag: int64 [n, 8] rows of its videos
+      (video, author, category 1, category 2, upload type, upload time s, duration ms,
+      rank_index)}, which we do not read.
+
+    Returns ``out``.
+    """
+    import pickle
+
+    import numpy as np
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.feather as feather
+
+    from models import features
+    from simulator import SimulatorConfig, simulate
+
+    logs = out.parent / f"{out.name}_simulated"
+    simulate(SimulatorConfig(), logs, days=days, requests_per_day=requests_per_day, seed=seed)
+    seq_columns = list(features.SEQUENCE_FEATURES)
+    for day in range(days):
+        date = recflow_date(day)
+        frame = pd.read_parquet(logs / f"day_{day:02d}")
+        rows = frame.drop(columns=seq_columns).copy()
+        rows["upload_timestamp"] = rows["upload_timestamp"] // 1000
+        rows["duration"] = rows["duration"] * 1000
+        rows["playing_time"] = rows["playing_time"] * 1000.0
+        for name in ("rank_index", "rerank_index"):
+            rows[name] = rows[name].astype("Int64").mask(rows[name] < 0)
+        (out / "all_stage").mkdir(parents=True, exist_ok=True)
+        table = pa.Table.from_pandas(rows, preserve_index=False)
+        feather.write_feather(table, str(out / "all_stage" / f"{date}.feather"))
+
+        sequences, candidates = {}, {}
+        for request_id, group in frame.groupby("request_id", sort=True):
+            first = group.iloc[0]
+            recent = list(zip(*(first[c] for c in seq_columns), strict=True))  # recent first
+            array = np.zeros((50, 10), np.int64)
+            for back, (video, author, category) in enumerate(recent[:50]):
+                row = 49 - back  # oldest first, right-aligned
+                viewed_at = int(first["request_timestamp"]) - 60_000 * (back + 1)
+                array[row] = [video, author, category, 7, 1, 30, 0, viewed_at, 1, 0]
+            sequences[int(request_id)] = array
+            candidates[int(request_id)] = {
+                stage: group.loc[group[stage] == 1]
+                .assign(
+                    upload_s=lambda g: g["upload_timestamp"] // 1000,
+                    duration_ms=lambda g: g["duration"] * 1000,
+                )[
+                    [
+                        "video_id",
+                        "author_id",
+                        "category_level_one",
+                        "category_level_two",
+                        "upload_type",
+                        "upload_s",
+                        "duration_ms",
+                        "rank_index",
+                    ]
+                ]
+                .to_numpy(np.int64)
+                for stage in (*RECFLOW_STAGES, "prerank_neg")
+            }
+        for folder, payload in (
+            ("seq_effective_50_dict", sequences),
+            ("request_id_dict", candidates),
+        ):
+            (out / folder).mkdir(parents=True, exist_ok=True)
+            with open(out / folder / f"{date}.pkl", "wb") as f:
+                pickle.dump(payload, f, protocol=4)
+    return out
+
+
+@pytest.fixture(scope="session")
+def recflow_download(tmp_path_factory) -> Path:
+    """A RecFlow-layout folder of 4 days x 200 requests (``build_recflow_download``)."""
+    return build_recflow_download(
+        tmp_path_factory.mktemp("recflow") / "recflow", days=4, requests_per_day=200, seed=5
+    )

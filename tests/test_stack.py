@@ -19,7 +19,7 @@ def test_lcron_help_lists_every_subcommand() -> None:
     out = subprocess.run(
         [str(LCRON), "--help"], capture_output=True, text=True, check=True, timeout=60
     ).stdout
-    for sub in ("simulate", "ingest", "run", "serve", "experiment", "bench"):
+    for sub in ("simulate", "ingest", "convert-recflow", "run", "serve", "experiment", "bench"):
         assert sub in out
     # --help must not import TFX/TensorFlow (16 s+); generous bound against a regression.
     assert time.monotonic() - started < 20

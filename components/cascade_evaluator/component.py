@@ -24,6 +24,7 @@ class CascadeEvaluatorSpec(types.ComponentSpec):
         "eval_split": ExecutionParameter(type=str),
         "recall_floor": ExecutionParameter(type=float),
         "max_regression": ExecutionParameter(type=float),
+        "min_lift_over_chance": ExecutionParameter(type=float),
         "slice_features": ExecutionParameter(type=str),  # JSON list
         "metric_config": ExecutionParameter(type=str),  # JSON of models.config.MetricConfig
     }
@@ -39,7 +40,9 @@ class CascadeEvaluatorSpec(types.ComponentSpec):
 
 
 class CascadeEvaluator(base_component.BaseComponent):
-    """Evaluates the cascade on the eval split and blesses it against a floor and a baseline."""
+    """Evaluates the cascade on the eval split and blesses it (``evaluation.decide_blessing``):
+    above an absolute floor, above chance level by ``min_lift_over_chance``, and within
+    ``max_regression`` of the last blessed model."""
 
     SPEC_CLASS = CascadeEvaluatorSpec
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
@@ -53,6 +56,7 @@ class CascadeEvaluator(base_component.BaseComponent):
         eval_split: str = "eval",
         recall_floor: float = 0.5,
         max_regression: float = 0.01,
+        min_lift_over_chance: float = 0.1,
         slice_features: Sequence[str] = ("gender",),
         metric_config: dict | None = None,
     ):
@@ -63,6 +67,7 @@ class CascadeEvaluator(base_component.BaseComponent):
             eval_split=eval_split,
             recall_floor=float(recall_floor),
             max_regression=float(max_regression),
+            min_lift_over_chance=float(min_lift_over_chance),
             slice_features=json.dumps(list(slice_features)),
             metric_config=json.dumps(metric_config or {}),
             evaluation=types.Channel(type=standard_artifacts.ModelEvaluation),

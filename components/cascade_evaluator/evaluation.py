@@ -96,27 +96,45 @@ def score_requests(
     return merged
 
 
+HEADLINE = "end_to_end_recall"
+# Rows per metric update: the metrics compare every pair of candidates ([rows, L, L]).
+METRIC_BATCH = 1024
+
+
 def cascade_metrics(scored: dict[str, np.ndarray], config: MetricConfig) -> dict[str, float]:
-    """Means over requests of the paper's cascade metrics (``models.metrics.numpy_metrics``).
+    """Means over requests of the paper's cascade metrics: the Keras metrics the Trainer logs
+    (``models.metrics.from_config``), so training curves and blessing figures are one
+    computation with one averaging rule.
 
     ``end_to_end_recall`` is Recall@gt@k1@k2 (retrieval keeps its top-k1 of the logged list,
-    ranking its top-k2 of those); per stage Recall@gt@k, NDCG@k and Kendall's tau.
+    ranking its top-k2 of those); per stage Recall@gt@k, NDCG@k and Kendall's tau. Ties count
+    in expectation (``models.metrics.functions``).
     """
-    from models.metrics import numpy_metrics as m
+    from models import metrics
 
+    built = metrics.from_config(config)
     labels, mask = scored[features.LABEL], scored[features.MASK]
-    retrieval, ranking = scored["retrieval"], scored["ranking"]
-    gt, k1, k2, nk = config.gt_num, config.k1, config.k2, config.ndcg_k
-    per_request = {
-        "end_to_end_recall": m.cascade_recall([retrieval, ranking], labels, mask, (k1, k2), gt),
-        f"retrieval_recall_at_{gt}_at_{k1}": m.stage_recall(retrieval, labels, mask, k1, gt),
-        f"ranking_recall_at_{gt}_at_{k2}": m.stage_recall(ranking, labels, mask, k2, gt),
-        f"retrieval_ndcg_at_{nk}": m.ndcg(retrieval, labels, mask, nk),
-        f"ranking_ndcg_at_{nk}": m.ndcg(ranking, labels, mask, nk),
-        "retrieval_kendall_tau": m.kendall_tau(retrieval, labels, mask),
-        "ranking_kendall_tau": m.kendall_tau(ranking, labels, mask),
+    for start in range(0, len(labels), METRIC_BATCH):
+        rows = slice(start, start + METRIC_BATCH)
+        metrics.update_cascade_metrics(
+            built, labels[rows], {stage: scored[stage][rows] for stage in STAGES}, mask[rows]
+        )
+    return {
+        (HEADLINE if role == "cascade_recall" else metric.name): float(metric.result().numpy())
+        for role, metric in built.items()
     }
-    return {name: float(np.mean(values)) for name, values in per_request.items()}
+
+
+def chance_metrics(scored: dict[str, np.ndarray], config: MetricConfig) -> dict[str, float]:
+    """The metrics of an uninformative cascade (every score equal) on the same requests.
+
+    With ties counted in expectation this is exactly chance level: end-to-end recall 0.5 for
+    lists of 40 (keep 30, then 20), more for shorter lists. The blessing asks for a lift over it.
+    """
+    constant = {k: v for k, v in scored.items() if k not in STAGES}
+    for stage in STAGES:
+        constant[stage] = np.zeros_like(scored[stage])
+    return cascade_metrics(constant, config)
 
 
 def evaluate(
@@ -128,9 +146,23 @@ def evaluate(
 ) -> dict[str, Any]:
     """Overall and per-slice metrics of one exported cascade on the given examples."""
     scored = score_requests(export_dirs, files, slice_features, batch_size)
+    return report_scores(scored, config, slice_features)
+
+
+def report_scores(
+    scored: dict[str, np.ndarray], config: MetricConfig, slice_features: Sequence[str] = ()
+) -> dict[str, Any]:
+    """``evaluate``'s report from scored requests (``score_requests``' output).
+
+    Returns:
+      {"requests": n, "overall": {metric: value}, "chance": the same metrics for constant
+      scores on the same requests, "slices": {"<feature>=<value>": {"requests": n, metric:
+      value, ..., "chance_end_to_end_recall": ...}}}.
+    """
     report: dict[str, Any] = {
         "requests": int(scored[features.MASK].shape[0]),
         "overall": cascade_metrics(scored, config),
+        "chance": chance_metrics(scored, config),
         "slices": {},
     }
     for name in slice_features:
@@ -140,6 +172,7 @@ def evaluate(
             report["slices"][f"{name}={int(value)}"] = {
                 "requests": int(rows.sum()),
                 **cascade_metrics(subset, config),
+                f"chance_{HEADLINE}": chance_metrics(subset, config)[HEADLINE],
             }
     return report
 
@@ -151,14 +184,34 @@ class BlessingDecision:
 
 
 def decide_blessing(
-    candidate: float, baseline: float | None, *, floor: float, max_regression: float
+    candidate: float,
+    baseline: float | None,
+    *,
+    floor: float,
+    max_regression: float,
+    chance: float | None,
+    min_lift: float,
 ) -> BlessingDecision:
-    """Blessed iff ``candidate >= floor`` and it is not worse than the baseline by more than
-    ``max_regression`` (absolute). With no baseline (first run) only the floor applies."""
+    """Blessed iff the candidate's headline recall
+
+    - is finite and at least ``floor`` (absolute);
+    - beats ``chance`` (the recall of an uninformative cascade on the same requests; None only
+      where it is unknown) by at least ``min_lift``: a collapsed model (constant scores)
+      scores exactly chance level; a model that learned nothing about the labels (trained on
+      shuffled labels) only its architecture's prior above it (a few points);
+    - is not worse than the baseline (the last blessed model, on the same requests) by more than
+      ``max_regression`` (absolute). With no baseline (first run) that check is skipped.
+    """
     if not np.isfinite(candidate):
         return BlessingDecision(False, f"metric is not finite ({candidate})")
     if candidate < floor:
         return BlessingDecision(False, f"recall {candidate:.4f} is below the floor {floor:.4f}")
+    if chance is not None and candidate < chance + min_lift:
+        return BlessingDecision(
+            False,
+            f"recall {candidate:.4f} does not beat chance level {chance:.4f} by the required"
+            f" {min_lift:.4f}",
+        )
     if baseline is not None and candidate < baseline - max_regression:
         return BlessingDecision(
             False,
@@ -166,7 +219,8 @@ def decide_blessing(
             f" by more than {max_regression:.4f}",
         )
     against = "no blessed baseline yet" if baseline is None else f"baseline {baseline:.4f}"
-    return BlessingDecision(True, f"recall {candidate:.4f} >= floor {floor:.4f}; {against}")
+    lift = "" if chance is None else f", chance {chance:.4f} + {min_lift:.4f}"
+    return BlessingDecision(True, f"recall {candidate:.4f} >= floor {floor:.4f}{lift}; {against}")
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:

@@ -14,7 +14,7 @@ from tfx.types import artifact_utils
 from components.cascade_evaluator import evaluation
 from models.config import MetricConfig
 
-HEADLINE = "end_to_end_recall"
+HEADLINE = evaluation.HEADLINE
 
 
 class Executor(base_executor.BaseExecutor):
@@ -45,6 +45,8 @@ class Executor(base_executor.BaseExecutor):
             None if baseline_report is None else baseline_report["overall"][HEADLINE],
             floor=exec_properties["recall_floor"],
             max_regression=exec_properties["max_regression"],
+            chance=report["chance"][HEADLINE],
+            min_lift=exec_properties["min_lift_over_chance"],
         )
         payload = {
             "candidate": report,

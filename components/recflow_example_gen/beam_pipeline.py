@@ -49,6 +49,14 @@ COUNT_KEYS = (
 )
 
 
+DEFAULT_MAX_DEAD_LETTER_SHARE = 0.01
+
+
+class IngestionError(ValueError):
+    """The ingestion ran but its output must not be used: a split is empty, or too many of its
+    rows were malformed. The message summarises why (top dead-letter reasons)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class IngestConfig:
     """Everything the ingestion needs besides paths.
@@ -56,16 +64,23 @@ class IngestConfig:
     Attributes:
       input_format: "parquet", "csv" or "feather".
       list: shape and labels of the list-wise example.
-      validation: bounds of the row checks.
+      validation: conventions of the input (time units) and bounds of the row checks.
+      max_dead_letter_share: the ingestion fails when more than this share of a split's rows
+        are dead letters (default 1%): a convention of the input that differs from ours (time
+        units, ...) must not leave a silently thinned split. It also fails when a split ends up
+        without any example.
     """
 
     input_format: str = "parquet"
     list: listwise.ListConfig = dataclasses.field(default_factory=listwise.ListConfig)
     validation: rows.ValidationConfig = dataclasses.field(default_factory=rows.ValidationConfig)
+    max_dead_letter_share: float = DEFAULT_MAX_DEAD_LETTER_SHARE
 
     def __post_init__(self) -> None:
         if self.input_format not in rows.FORMATS:
             raise ValueError(f"input_format {self.input_format!r} not in {rows.FORMATS}")
+        if not 0.0 <= self.max_dead_letter_share <= 1.0:
+            raise ValueError(f"max_dead_letter_share {self.max_dead_letter_share} not in [0, 1]")
 
 
 def match_split_files(input_base: str, pattern: str) -> list[str]:
@@ -296,6 +311,10 @@ def run_ingestion(
 
     Layout of ``output_dir``: ``examples/Split-<name>/``, ``dead_letters/Split-<name>/``,
     ``stats.json`` (and ``.counts/``, the raw per-split counters).
+
+    Raises:
+      IngestionError: after writing everything, when a split is empty or has too many dead
+        letters (``check_stats``).
     """
     from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -312,4 +331,75 @@ def run_ingestion(
         )
     stats = read_stats(split_paths, config, work_dir)
     write_stats(stats, os.path.join(output_dir, STATS_FILE))
+    check_stats(stats, config, os.path.join(output_dir, "dead_letters"))
     return stats
+
+
+def _first_letters(dead_letters_dir: str, split: str, wanted: set[str], max_lines: int = 100_000):
+    """``"kind:field"`` -> the first dead letter of that reason in a split's files (or fewer)."""
+    from apache_beam.io.filesystems import FileSystems
+
+    found: dict[str, dict[str, Any]] = {}
+    pattern = os.path.join(dead_letters_dir, f"Split-{split}", f"{DEAD_LETTER_PREFIX}*")
+    lines = 0
+    for result in FileSystems.match([pattern]):
+        for meta in sorted(result.metadata_list, key=lambda m: m.path):
+            with FileSystems.open(meta.path) as f:
+                for line in f:
+                    lines += 1
+                    letter = json.loads(line)
+                    key = f"{letter['kind']}:{letter['field']}"
+                    if key in wanted and key not in found:
+                        found[key] = letter
+                    if len(found) == len(wanted) or lines >= max_lines:
+                        return found
+    return found
+
+
+def check_stats(stats: dict[str, Any], config: IngestConfig, dead_letters_dir: str) -> None:
+    """No silent success: fails when a split wrote no example, or dead-lettered more than
+    ``config.max_dead_letter_share`` of its rows.
+
+    Raises:
+      IngestionError: naming each failing split, its counts and its top dead-letter reasons
+        (with the first such row), and where the dead letters and stats are.
+    """
+    problems = []
+    for name, split in stats["splits"].items():
+        read, dead = split["rows_read"], split["rows_dead_lettered"]
+        share = dead / read if read else 0.0
+        issues = []
+        if share > config.max_dead_letter_share:
+            issues.append(
+                f"{dead:,} of {read:,} rows ({share:.1%}) are dead letters, more than the"
+                f" {config.max_dead_letter_share:.1%} allowed (max_dead_letter_share)"
+            )
+        if split["requests_written"] == 0:
+            issues.append(
+                f"no example written ({read:,} rows read, {dead:,} dead letters,"
+                f" {split['rows_not_in_examples']:,} valid rows left out:"
+                f" {split['not_in_examples_reasons'] or 'none'})"
+            )
+        if not issues:
+            continue
+        lines = [f"split '{name}': " + "; ".join(issues)]
+        reasons = sorted(split["dead_letter_reasons"].items(), key=lambda kv: -kv[1])[:5]
+        if reasons:
+            firsts = _first_letters(dead_letters_dir, name, {k for k, _ in reasons})
+            lines.append("  top dead-letter reasons (kind:field, rows):")
+            for key, count in reasons:
+                line = f"    {key}: {count:,}"
+                if key in firsts:
+                    first = firsts[key]
+                    line += f" (first: {first['source']} row {first['row']}: {first['reason']})"
+                lines.append(line)
+        problems.append("\n".join(lines))
+    if problems:
+        hint = (
+            "Dead letters (one JSON line per row, with the row) are under"
+            f" {dead_letters_dir} (counts: stats.json). If the input's conventions differ from"
+            " ours (time units: timestamps in ms, duration in s), name them: a preset"
+            " (RecFlow: --preset recflow / data.preset=recflow) or validation time_units; see"
+            " docs/ingestion.md."
+        )
+        raise IngestionError("ingestion failed:\n" + "\n".join(problems) + "\n" + hint)

@@ -4,10 +4,14 @@
     lcron ingest --data logs/ --out ingested/ --train-days 0 1 --eval-days 2
     lcron ingest --data recflow/ --out ingested/ --format feather \\
         --split train=all_stage/2024-01-1*.feather --split eval=all_stage/2024-01-20.feather
+    lcron ingest --data recflow_parquet/ --out ingested/ --preset recflow --train-days 0 1 \
+        --eval-days 2                                  # lcron convert-recflow's output
     lcron ingest ... --beam-arg=--runner=DataflowRunner --beam-arg=--project=...
 
 Writes ``OUT/examples/Split-<name>/``, ``OUT/dead_letters/Split-<name>/`` and
-``OUT/stats.json``, and prints the stats.
+``OUT/stats.json``, and prints the stats. Exits 1 (after writing them) when a split wrote no
+example or dead-lettered more than ``--max-dead-letter-share`` of its rows, printing the top
+reasons; 2 on a usage error.
 """
 
 from __future__ import annotations
@@ -39,6 +43,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--group-size", type=int, help="candidates per stage group")
     parser.add_argument(
         "--label-mode", default="ground_truth", choices=("ground_truth", "feedback")
+    )
+    parser.add_argument(
+        "--preset",
+        default="default",
+        choices=("default", "recflow"),
+        help="input conventions: 'default' (ours: timestamps ms, duration s) or 'recflow'"
+        " (upload_timestamp s, duration and playing_time ms, null positions allowed)",
+    )
+    parser.add_argument(
+        "--time-unit",
+        action="append",
+        default=[],
+        metavar="COLUMN=UNIT",
+        help="unit (s, ms, us, ns) of a time column in the input, over the preset's (repeatable)",
+    )
+    parser.add_argument(
+        "--max-dead-letter-share",
+        type=float,
+        default=0.01,
+        help="fail when more than this share of a split's rows are malformed (default 0.01)",
     )
     parser.add_argument(
         "--beam-arg",
@@ -76,16 +100,29 @@ def _split_patterns(args: argparse.Namespace) -> dict[str, str]:
     return {day: f"{day}/*" for day in days}
 
 
+def _time_units(items: list[str]) -> dict[str, str]:
+    units = {}
+    for item in items:
+        column, sep, unit = item.partition("=")
+        if not sep or not column or not unit:
+            raise ValueError(f"--time-unit expects COLUMN=UNIT, got {item!r}")
+        units[column] = unit
+    return units
+
+
 def run(args: argparse.Namespace) -> int:
-    from components.recflow_example_gen import beam_pipeline, listwise
+    from components.recflow_example_gen import beam_pipeline, listwise, presets
 
     try:
         patterns = _split_patterns(args)
+        overrides = {"time_units": _time_units(args.time_unit)} if args.time_unit else {}
         config = beam_pipeline.IngestConfig(
             input_format=args.format,
             list=listwise.ListConfig(
                 list_size=args.list_size, group_size=args.group_size, label_mode=args.label_mode
             ),
+            validation=presets.validation_config(args.preset, overrides),
+            max_dead_letter_share=args.max_dead_letter_share,
         )
     except ValueError as err:
         print(f"lcron ingest: {err}", file=sys.stderr)
@@ -111,6 +148,9 @@ def run(args: argparse.Namespace) -> int:
             f" {stats['requests_written']:,} requests written"
         )
     if ui.failed:
+        stats_file = Path(args.out) / beam_pipeline.STATS_FILE
+        if stats_file.exists():
+            print(f"lcron ingest: counts in {stats_file}", file=sys.stderr)
         return 1
     print(json.dumps({k: v for k, v in stats.items() if k != "splits"}, indent=2))
     return 0

@@ -16,10 +16,11 @@ from tfx.proto import example_gen_pb2
 from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 
-from components.recflow_example_gen import executor
+from components.recflow_example_gen import executor, presets
+from components.recflow_example_gen.beam_pipeline import DEFAULT_MAX_DEAD_LETTER_SHARE
 from components.recflow_example_gen.driver import RecFlowDriver
 from components.recflow_example_gen.listwise import ListConfig
-from components.recflow_example_gen.rows import FORMATS, ValidationConfig
+from components.recflow_example_gen.rows import FORMATS
 from models import features
 
 
@@ -50,6 +51,7 @@ class RecFlowExampleGenSpec(types.ComponentSpec):
         "group_size": ExecutionParameter(type=int, optional=True),
         "label_mode": ExecutionParameter(type=str),
         "validation_config": ExecutionParameter(type=str, optional=True),  # JSON
+        "max_dead_letter_share": ExecutionParameter(type=float, optional=True),
     }
     INPUTS = {}
     OUTPUTS = {
@@ -80,6 +82,8 @@ class RecFlowExampleGen(base_component.BaseComponent):
         group_size: int | None = None,
         label_mode: str = "ground_truth",
         validation: dict[str, Any] | None = None,
+        preset: str = "default",
+        max_dead_letter_share: float = DEFAULT_MAX_DEAD_LETTER_SHARE,
     ):
         """Args:
         input_base: folder holding the daily logs (local or a Beam filesystem URL).
@@ -87,12 +91,18 @@ class RecFlowExampleGen(base_component.BaseComponent):
         input_format: "parquet", "csv" or "feather".
         list_size: candidates per example; group_size: per stage group (default list_size/4).
         label_mode: "ground_truth" (the paper's graded label) or "feedback".
-        validation: ``rows.ValidationConfig`` fields (timestamp bounds).
+        validation: ``rows.ValidationConfig`` fields (time units, timestamp bounds), over
+          the preset's.
+        preset: named input conventions (``presets.PRESETS``: "default", "recflow").
+        max_dead_letter_share: the component fails when a split dead-letters more than this
+          share of its rows, or writes no example (see ``beam_pipeline.check_stats``).
         """
         if input_format not in FORMATS:
             raise ValueError(f"input_format {input_format!r} not in {FORMATS}")
         ListConfig(list_size=list_size, group_size=group_size, label_mode=label_mode)
-        ValidationConfig(**(validation or {}))
+        validation = presets.validation_fields(preset, validation)
+        if not 0.0 <= max_dead_letter_share <= 1.0:
+            raise ValueError(f"max_dead_letter_share {max_dead_letter_share} not in [0, 1]")
         spec = RecFlowExampleGenSpec(
             input_base=input_base,
             input_config=input_config,
@@ -100,7 +110,8 @@ class RecFlowExampleGen(base_component.BaseComponent):
             list_size=list_size,
             group_size=group_size,
             label_mode=label_mode,
-            validation_config=json.dumps(validation or {}, sort_keys=True),
+            validation_config=json.dumps(validation, sort_keys=True),
+            max_dead_letter_share=float(max_dead_letter_share),
             examples=types.Channel(type=standard_artifacts.Examples),
             dead_letters=types.Channel(type=DeadLetters),
             ingest_stats=types.Channel(type=IngestStats),

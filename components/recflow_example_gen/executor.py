@@ -19,17 +19,19 @@ from tfx.components.util import examples_utils
 from tfx.dsl.components.base import base_beam_executor
 from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils
-from tfx.utils import proto_utils
+from tfx.utils import io_utils, proto_utils
 
 from components.recflow_example_gen import beam_pipeline, listwise, rows, splits
 
 EXAMPLES_KEY = "examples"
 DEAD_LETTERS_KEY = "dead_letters"
 INGEST_STATS_KEY = "ingest_stats"
+FAILED_RUN_SUFFIX = "_failed_run"
 
 
 def config_from_exec_properties(exec_properties: dict[str, Any]) -> beam_pipeline.IngestConfig:
     validation = json.loads(exec_properties.get("validation_config") or "{}")
+    share = exec_properties.get("max_dead_letter_share")
     return beam_pipeline.IngestConfig(
         input_format=exec_properties["input_format"],
         list=listwise.ListConfig(
@@ -38,6 +40,9 @@ def config_from_exec_properties(exec_properties: dict[str, Any]) -> beam_pipelin
             label_mode=exec_properties["label_mode"],
         ),
         validation=rows.ValidationConfig(**validation),
+        max_dead_letter_share=(
+            beam_pipeline.DEFAULT_MAX_DEAD_LETTER_SHARE if share is None else float(share)
+        ),
     )
 
 
@@ -79,3 +84,23 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         examples_utils.set_file_format(examples, "tfrecords_gzip")
         for key in beam_pipeline.COUNT_KEYS:
             stats_artifact.set_int_custom_property(key, int(stats[key]))
+        try:
+            beam_pipeline.check_stats(stats, config, dead_letters.uri)
+        except beam_pipeline.IngestionError:
+            # TFX deletes a failed component's outputs: point the error at a copy.
+            kept = keep_for_inspection(dead_letters.uri, stats_artifact.uri)
+            beam_pipeline.check_stats(stats, config, kept)
+            raise
+
+
+def keep_for_inspection(dead_letters_uri: str, stats_uri: str) -> str:
+    """Copies a failed run's dead letters and stats.json to ``<dead letters uri>_failed_run``
+    (TFX removes the artifact folders of a failed component); returns that folder."""
+    kept = dead_letters_uri.rstrip("/") + FAILED_RUN_SUFFIX
+    io_utils.copy_dir(dead_letters_uri, kept)
+    io_utils.copy_file(
+        os.path.join(stats_uri, beam_pipeline.STATS_FILE),
+        os.path.join(kept, beam_pipeline.STATS_FILE),
+        overwrite=True,
+    )
+    return kept

@@ -1,11 +1,13 @@
 """One list-wise ``tf.Example`` per request, from the request's valid log rows.
 
 The list (length ``list_size``, default 40) holds up to ``group_size`` candidates of each stage
-group, best group first: rank_pos (ordered by ``rank_index``), rank_neg, coarse_neg, prerank_neg
-(each ordered by ``rank_index`` when it has one, then ``video_id``, then the row's position in
-the logs); the real candidates come first (``mask`` 1) and padding fills the tail (``mask`` 0).
-The order is deterministic but carries no information a model may use: models must treat the
-list as a set (the label and stage are features, not positions).
+group (rank_pos, rank_neg, coarse_neg, prerank_neg; within a group the first by ``rank_index``
+when it has one, then ``video_id``, then the row's position in the logs). The real candidates
+come first (``mask`` 1) in a deterministic per-request shuffle, padding fills the tail (``mask``
+0): list position carries no information about the label, so neither a model nor a metric that
+breaks ties by position can profit from it. The shuffle orders a request's candidates by a
+keyed hash of (request_id, video_id) (``candidate_order``): the same in every process, run and
+Python hash seed, and independent of the order of the rows in the logs.
 
 Rows are dropped here only with a reason that is counted:
 
@@ -24,6 +26,8 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import hashlib
+import struct
 from collections.abc import Iterable
 from typing import Any
 
@@ -81,6 +85,21 @@ class ListConfig:
     @property
     def resolved_group_size(self) -> int:
         return self.group_size or self.list_size // len(GROUPS_BEST_FIRST)
+
+
+SHUFFLE_KEY = b"lcron-list-order-v1"
+
+
+def candidate_order(request_id: int, video_ids: Iterable[int]) -> list[int]:
+    """Positions of the candidates ``video_ids`` of one request in its example: sorted by a
+    keyed BLAKE2b hash of (request_id, video_id), a stable pseudo-random permutation."""
+
+    def key(video_id: int) -> bytes:
+        message = struct.pack("<qq", int(request_id), int(video_id))
+        return hashlib.blake2b(message, digest_size=8, key=SHUFFLE_KEY).digest()
+
+    videos = list(video_ids)
+    return sorted(range(len(videos)), key=lambda i: (key(videos[i]), i))
 
 
 def graded_label(stage: str, rank_index: int, group_size: int) -> float:
@@ -210,6 +229,8 @@ def build_request(
         members = members[np.lexsort((members, cols["video_id"][members], rank))]
         chosen.extend((int(i), group) for i in members[:group_size])
         not_in_examples(members[group_size:], f"beyond_group_size:{group}")
+    videos = cols["video_id"][np.array([i for i, _ in chosen], dtype=np.int64)].tolist()
+    chosen = [chosen[i] for i in candidate_order(request_id, videos)]
     counts["rows_in_examples"] += len(chosen)
     counts["requests_written"] += 1
 

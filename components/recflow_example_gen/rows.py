@@ -69,11 +69,28 @@ DROPPED_BEFORE_TOP: tuple[str, ...] = ("rank_neg", "coarse_neg", "prerank_neg")
 CSV_NULL_VALUES = ("", "null", "NULL", "None", "NA")
 
 
+# Time columns and the unit the examples carry them in (``models.features.LOG_COLUMNS``).
+CANONICAL_TIME_UNITS: dict[str, str] = {
+    "request_timestamp": "ms",
+    "upload_timestamp": "ms",
+    "duration": "s",
+    "playing_time": "s",
+}
+# Unit -> its length in nanoseconds.
+TIME_UNITS: dict[str, int] = {"s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
+
+
 @dataclasses.dataclass(frozen=True)
 class ValidationConfig:
-    """Bounds and tolerances of the row checks.
+    """Conventions of the input and bounds of the row checks.
 
     Attributes:
+      time_units: unit of each time column in the input files ("s", "ms", "us" or "ns"), for
+        the columns that differ from ours (``CANONICAL_TIME_UNITS``: timestamps in ms, duration
+        and playing_time in s). Values are converted to our units before any check, so the
+        bounds below are in our units; integer columns are rounded to the nearest unit.
+        RecFlow's (``presets.PRESETS["recflow"]``): upload_timestamp in s, duration and
+        playing_time in ms.
       min_timestamp_ms: earliest valid request/upload time (2000-01-01 UTC), inclusive.
       max_timestamp_ms: latest valid request/upload time (2100-01-01 UTC), exclusive.
       max_upload_after_request_ms: how far an upload time may lie after the request time (clock
@@ -83,10 +100,23 @@ class ValidationConfig:
         "no position" and a null is malformed (the simulator's convention).
     """
 
+    time_units: dict[str, str] = dataclasses.field(default_factory=dict)
     min_timestamp_ms: int = 946_684_800_000
     max_timestamp_ms: int = 4_102_444_800_000
     max_upload_after_request_ms: int = 0
     allow_missing_rank_index: bool = False
+
+    def __post_init__(self) -> None:
+        for column, unit in self.time_units.items():
+            if column not in CANONICAL_TIME_UNITS:
+                raise ValueError(
+                    f"time_units: {column!r} is not a time column; those are"
+                    f" {sorted(CANONICAL_TIME_UNITS)}"
+                )
+            if unit not in TIME_UNITS:
+                raise ValueError(
+                    f"time_units: unit {unit!r} of {column!r} not in {sorted(TIME_UNITS)}"
+                )
 
 
 @dataclasses.dataclass
@@ -386,6 +416,25 @@ def _sequence(table: pa.Table, name: str, reasons: _Reasons) -> tuple[np.ndarray
     return padded, lengths
 
 
+def _to_canonical_unit(values: np.ndarray, name: str, unit: str, reasons: _Reasons) -> np.ndarray:
+    """``values`` of column ``name`` given in ``unit``, converted to ``CANONICAL_TIME_UNITS``."""
+    source, target = TIME_UNITS[unit], TIME_UNITS[CANONICAL_TIME_UNITS[name]]
+    if source == target:
+        return values
+    if values.dtype.kind == "f":
+        return values * (source / target)
+    if source > target:  # to a finer unit: exact, unless it would overflow int64
+        factor = source // target
+        limit = np.iinfo(np.int64).max // factor
+        overflow = np.abs(values) > limit
+        reasons.flag(
+            overflow, "out_of_range", name, f"field '{name}' too large for a time in {unit}"
+        )
+        return np.where(overflow, 0, values) * factor
+    divisor = target // source  # to a coarser unit: round half up
+    return np.floor_divide(values + divisor // 2, divisor)
+
+
 def validate_table(
     table: pa.Table, source: str, first_row: int, config: ValidationConfig
 ) -> ValidatedRows:
@@ -408,6 +457,8 @@ def validate_table(
     for name in LIST_COLUMNS:
         sequences[name], lengths[name] = _sequence(table, name, reasons)
 
+    for name, unit in config.time_units.items():
+        columns[name] = _to_canonical_unit(columns[name], name, unit, reasons)
     for name in NON_NEGATIVE_COLUMNS:
         reasons.flag(columns[name] < 0, "negative", name, f"negative value in field '{name}'")
     for name in TIMESTAMP_COLUMNS:

@@ -1,13 +1,14 @@
-"""Cascade metrics: plain functions (TensorFlow and NumPy twins) and Keras metric classes.
+"""Cascade metrics: one implementation, as plain TensorFlow functions and Keras metrics.
 
-Per request ([batch] values): end-to-end ``cascade_recall`` (Recall@gt@k1@k2, the paper's
-headline), per-stage ``stage_recall`` (Recall@gt@k), ``ndcg`` (NDCG@k) and ``kendall_tau``
-against the labels. ``numpy_metrics`` has the same functions over NumPy arrays;
-``keras_metrics`` the stateful means (see its docstring for ``update_state``).
-``from_config(MetricConfig)`` builds the paper's set for a two-stage cascade.
+Per request ([batch] values, ``functions``): end-to-end ``cascade_recall`` (Recall@gt@k1@k2,
+the paper's headline), per-stage ``stage_recall`` (Recall@gt@k), ``ndcg`` (NDCG@k) and
+``kendall_tau`` against the labels; ties are counted in expectation, so no value depends on
+list order (see ``functions``). ``keras_metrics``: the stateful means over requests, with one
+averaging rule (``requests_counted``). ``from_config(MetricConfig)`` builds the paper's set for
+a two-stage cascade; the Trainer logs them and the CascadeEvaluator blesses with them
+(``update_cascade_metrics``).
 
-The Keras classes are imported lazily so that ``models.metrics.numpy_metrics`` can be used
-without TensorFlow.
+TensorFlow is imported lazily so that ``from models import metrics`` stays cheap.
 """
 
 from __future__ import annotations
@@ -17,8 +18,17 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from models.config import MetricConfig
 
-_FUNCTIONS = ("cascade_recall", "cascade_selection", "stage_recall", "ndcg", "kendall_tau")
-_CLASSES = ("CascadeRecall", "StageRecall", "NDCG", "KendallTau")
+_FUNCTIONS = (
+    "cascade_recall",
+    "cascade_selection",
+    "expected_top_k",
+    "ground_truth_weights",
+    "kendall_tau",
+    "ndcg",
+    "requests_counted",
+    "stage_recall",
+)
+_CLASSES = ("CascadeRecall", "StageRecall", "NDCG", "KendallTau", "update_cascade_metrics")
 
 __all__ = [*_FUNCTIONS, *_CLASSES, "from_config"]
 

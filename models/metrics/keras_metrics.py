@@ -10,13 +10,17 @@ rather than Keras' (y_true, y_pred) pair:
   stage_scores: a sequence of [batch, list_size], first stage first; mask: [batch, list_size]
   0/1 (any dtype); sample_weight: optional [batch] request weights.
 
-Requests where the metric is undefined (no ground truth, all-zero ideal DCG, fewer than two
-valid items) get weight 0, so padding-only rows do not drag the mean down.
+One averaging rule for all of them (``functions.requests_counted``): a request counts iff it
+has at least one valid candidate; padding-only rows count for nothing, and a counted request
+where a metric is degenerate (constant scores, no positive label) counts with the metric's
+value there (0 for tau and NDCG), so a model cannot lift a mean by making requests undefined.
+The values come from ``models.metrics.functions``, which the ``CascadeEvaluator`` also uses
+(through ``update_cascade_metrics``): training logs and blessing figures are one computation.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import tensorflow as tf
@@ -24,20 +28,16 @@ import tensorflow as tf
 from models.metrics import functions
 
 
-def _weights(defined: tf.Tensor, sample_weight: tf.Tensor | None) -> tf.Tensor:
-    weights = tf.cast(defined, tf.float32)
+def _weights(mask: tf.Tensor, like: tf.Tensor, sample_weight: tf.Tensor | None) -> tf.Tensor:
+    weights = functions.requests_counted(mask, like)
     if sample_weight is not None:
         weights = weights * tf.reshape(tf.cast(sample_weight, tf.float32), [-1])
     return weights
 
 
-def _num_valid(mask: tf.Tensor) -> tf.Tensor:
-    return tf.reduce_sum(tf.cast(tf.cast(mask, tf.bool), tf.float32), axis=-1)
-
-
 @tf.keras.utils.register_keras_serializable(package="lcron")
 class CascadeRecall(tf.keras.metrics.Mean):
-    """Mean end-to-end Recall@gt_num@k1@k2... over requests with at least one valid item."""
+    """Mean end-to-end Recall@gt_num@k1@k2... over requests (``functions.cascade_recall``)."""
 
     def __init__(
         self, ks: Sequence[int] = (30, 20), gt_num: int = 10, name: str | None = None, **kwargs: Any
@@ -55,8 +55,7 @@ class CascadeRecall(tf.keras.metrics.Mean):
         sample_weight: tf.Tensor | None = None,
     ) -> Any:
         values = functions.cascade_recall(stage_scores, labels, mask, self.ks, self.gt_num)
-        weights = _weights(_num_valid(mask) > 0, sample_weight)
-        return super().update_state(values, sample_weight=weights)
+        return super().update_state(values, sample_weight=_weights(mask, labels, sample_weight))
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "ks": self.ks, "gt_num": self.gt_num}
@@ -79,8 +78,7 @@ class StageRecall(tf.keras.metrics.Mean):
         sample_weight: tf.Tensor | None = None,
     ) -> Any:
         values = functions.stage_recall(scores, labels, mask, self.k, self.gt_num)
-        weights = _weights(_num_valid(mask) > 0, sample_weight)
-        return super().update_state(values, sample_weight=weights)
+        return super().update_state(values, sample_weight=_weights(mask, labels, sample_weight))
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "k": self.k, "gt_num": self.gt_num}
@@ -88,7 +86,7 @@ class StageRecall(tf.keras.metrics.Mean):
 
 @tf.keras.utils.register_keras_serializable(package="lcron")
 class NDCG(tf.keras.metrics.Mean):
-    """Mean NDCG@k (gain 2^label - 1) over requests with a positive ideal DCG."""
+    """Mean NDCG@k (gain 2^label - 1, tie-averaged DCG) over requests."""
 
     def __init__(self, k: int = 10, name: str | None = None, **kwargs: Any) -> None:
         self.k = int(k)
@@ -102,8 +100,7 @@ class NDCG(tf.keras.metrics.Mean):
         sample_weight: tf.Tensor | None = None,
     ) -> Any:
         values = functions.ndcg(scores, labels, mask, self.k)
-        ideal = functions.ndcg(labels, labels, mask, self.k)  # 1 where defined, else 0
-        return super().update_state(values, sample_weight=_weights(ideal > 0, sample_weight))
+        return super().update_state(values, sample_weight=_weights(mask, labels, sample_weight))
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "k": self.k}
@@ -111,7 +108,7 @@ class NDCG(tf.keras.metrics.Mean):
 
 @tf.keras.utils.register_keras_serializable(package="lcron")
 class KendallTau(tf.keras.metrics.Mean):
-    """Mean Kendall's tau-b between scores and labels over requests with >= 2 valid items."""
+    """Mean Kendall's tau-b between scores and labels over requests."""
 
     def __init__(self, name: str = "kendall_tau", **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)
@@ -124,5 +121,27 @@ class KendallTau(tf.keras.metrics.Mean):
         sample_weight: tf.Tensor | None = None,
     ) -> Any:
         values = functions.kendall_tau(scores, labels, mask)
-        weights = _weights(_num_valid(mask) >= 2, sample_weight)
-        return super().update_state(values, sample_weight=weights)
+        return super().update_state(values, sample_weight=_weights(mask, labels, sample_weight))
+
+
+def update_cascade_metrics(
+    built: Mapping[str, tf.keras.metrics.Metric],
+    labels: tf.Tensor,
+    stage_scores: Mapping[str, tf.Tensor],
+    mask: tf.Tensor,
+) -> None:
+    """Updates the metrics of ``models.metrics.from_config`` with one batch of requests.
+
+    Args:
+      built: role -> metric, as ``from_config`` returns (roles ``cascade_recall`` and
+        ``<stage>_<metric>``).
+      labels / mask: [batch, list_size].
+      stage_scores: {"retrieval": [batch, list_size], "ranking": [batch, list_size]}, the
+        first stage first.
+    """
+    ordered = list(stage_scores.values())
+    for role, metric in built.items():
+        if role == "cascade_recall":
+            metric.update_state(labels, ordered, mask)
+        else:
+            metric.update_state(labels, stage_scores[role.split("_", 1)[0]], mask)

@@ -62,7 +62,8 @@ def ingested(request, tmp_path_factory) -> dict:
     _simulate(tmp / "clean", "parquet", 0.0)
     clean = pd.concat([pd.read_parquet(p) for p in sorted((tmp / "clean").glob("day_*/*.parquet"))])
     splits = {"train": "day_00/*", "eval": "day_01/*"}
-    config = beam_pipeline.IngestConfig(input_format=fmt)
+    # A log this corrupted is refused by default (1%): these tests look at its dead letters.
+    config = beam_pipeline.IngestConfig(input_format=fmt, max_dead_letter_share=0.2)
     stats = beam_pipeline.run_ingestion(
         splits, str(tmp / "logs"), str(tmp / "out"), config, IN_PROCESS
     )

@@ -53,7 +53,9 @@ def run(tmp_path_factory) -> dict:
         clean = pd.concat(pd.read_parquet(p) for p in files)
         with_truth[day] = set(clean.loc[clean["rank_pos"] == 1, "request_id"].tolist())
     example_gen = RecFlowExampleGen(
-        input_base=str(tmp / "logs"), input_config=day_splits([0, 1], [2])
+        input_base=str(tmp / "logs"),
+        input_config=day_splits([0, 1], [2]),
+        max_dead_letter_share=0.2,  # 4% corrupted on purpose (1% would fail the run)
     ).with_id("RecFlowExampleGen")
     statistics = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
     schema = tfx.components.ImportSchemaGen(schema_file=str(ROOT / "data" / "schema.pbtxt"))

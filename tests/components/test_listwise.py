@@ -39,28 +39,39 @@ def test_graded_label_is_the_papers() -> None:
     ]
 
 
-def test_example_holds_each_group_best_first_then_padding(logs) -> None:
+def test_example_holds_each_group_best_first_shuffled_then_padding(logs) -> None:
     frame = logs.make_log(1)  # 12 rank_pos (written in reverse), 3 rank_neg, 2 coarse, 1 prerank
     result = listwise.build_request(0, _chunks(frame), listwise.ListConfig())
     ex = _parse(result.example)
     real = GROUP + 3 + 2 + 1
     vid = logs.video_id
-    expected_videos = (
+    # Selected: the GROUP best rank_pos by rank_index, then every member of the other groups.
+    selected = (
         [vid(0, "rank_pos", j) for j in range(GROUP)]
         + [vid(0, "rank_neg", j) for j in range(3)]
         + [vid(0, "coarse_neg", j) for j in range(2)]
         + [vid(0, "prerank_neg", 0)]
     )
-    np.testing.assert_array_equal(ex["video_id"][:real], expected_videos)
+    # ... in the request's own shuffled order, real candidates first.
+    order = listwise.candidate_order(0, selected)
+    np.testing.assert_array_equal(ex["video_id"][:real], [selected[i] for i in order])
+    assert ex["video_id"][:real].tolist() != selected, "the list is not in group order"
     np.testing.assert_array_equal(ex["mask"], [1] * real + [0] * (40 - real))
-    np.testing.assert_array_equal(ex["stage"][:real], [3] * GROUP + [2] * 3 + [1] * 2 + [0])
     np.testing.assert_array_equal(ex["stage"][real:], features.PAD_ID)
-    expected_labels = [3 + (GROUP - j) / GROUP for j in range(GROUP)] + [2] * 3 + [1] * 2 + [0]
-    np.testing.assert_allclose(ex["label"][:real], expected_labels, rtol=1e-6)
     np.testing.assert_array_equal(ex["label"][real:], 0.0)
-    np.testing.assert_array_equal(ex["rank_index"][:real], [*range(GROUP), 10, 11, 12, -1, -1, -1])
-    # Exposed: the three best rank_pos; the best one effectively viewed.
-    np.testing.assert_array_equal(ex["feedback_label"][:4], [1, 0, 0, 0])
+    # Every candidate's features travel with it: read them back by video id.
+    by_video = {int(v): i for i, v in enumerate(ex["video_id"][:real])}
+    for j in range(GROUP):
+        i = by_video[vid(0, "rank_pos", j)]
+        assert ex["stage"][i] == 3 and ex["rank_index"][i] == j
+        assert ex["label"][i] == pytest.approx(3 + (GROUP - j) / GROUP)
+        # Exposed: the three best rank_pos; the best one effectively viewed.
+        assert ex["feedback_label"][i] == (1.0 if j == 0 else 0.0)
+    for group, count, label in (("rank_neg", 3, 2), ("coarse_neg", 2, 1), ("prerank_neg", 1, 0)):
+        for j in range(count):
+            i = by_video[vid(0, group, j)]
+            assert ex["stage"][i] == label and ex["label"][i] == label
+            assert ex["rank_index"][i] == (10 + j if group == "rank_neg" else -1)
     # Padding: ids PAD_ID, times 0; context from the request; zeros kept (gender 0).
     assert (ex["author_id"][real:] == features.PAD_ID).all()
     assert (ex["upload_timestamp"][real:] == 0).all() and (ex["duration"][real:] == 0).all()
@@ -72,20 +83,62 @@ def test_example_holds_each_group_best_first_then_padding(logs) -> None:
     assert result.counts["requests_written"] == 1
 
 
+def test_list_position_carries_no_label_information() -> None:
+    # 2,000 requests of 40 candidates, the 10 ground-truth items first in the input: after the
+    # shuffle each position holds a ground-truth item a quarter of the time.
+    hits = np.zeros(40)
+    for request in range(2000):
+        videos = [request * 100 + j for j in range(40)]
+        order = listwise.candidate_order(request, videos)
+        hits += np.array([i < 10 for i in order])
+    share = hits / 2000
+    # Binomial(2000, 0.25) per position: sd ~0.0097; 5 sd.
+    assert np.abs(share - 0.25).max() < 0.05, share.round(3)
+    assert abs(share[:10].mean() - 0.25) < 0.015  # the head of the list is not enriched
+
+
+def test_candidate_order_is_stable_across_processes_and_hash_seeds() -> None:
+    import subprocess
+    import sys
+
+    videos = [5, 900, 17, 3, 42, 8, 1_000_000_007]
+    here = listwise.candidate_order(123456789, videos)
+    code = (
+        "from components.recflow_example_gen import listwise;"
+        f"print(listwise.candidate_order(123456789, {videos}))"
+    )
+    for seed in ("0", "4242"):
+        out = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            env={"PYTHONHASHSEED": seed, "PATH": ""},
+            check=True,
+        ).stdout
+        assert out.strip() == str(here)
+    # Independent of the input order: the same candidates in reverse land in the same order.
+    reverse = listwise.candidate_order(123456789, videos[::-1])
+    assert [videos[::-1][i] for i in reverse] == [videos[i] for i in here]
+    assert sorted(here) == list(range(len(videos)))
+
+
 def test_feedback_label_mode_labels_exposed_effective_views(logs) -> None:
     frame = logs.make_log(1)
     config = listwise.ListConfig(label_mode="feedback")
     ex = _parse(listwise.build_request(0, _chunks(frame), config).example)
     np.testing.assert_array_equal(ex["label"], ex["feedback_label"])
-    assert ex["label"].sum() == 1.0 and ex["label"][0] == 1.0
+    best = ex["video_id"].tolist().index(logs.video_id(0, "rank_pos", 0))
+    assert ex["label"].sum() == 1.0 and ex["label"][best] == 1.0
 
 
 def test_list_and_group_size_are_configurable(logs) -> None:
     frame = logs.make_log(1)
     config = listwise.ListConfig(list_size=12, group_size=2)
     ex = _parse(listwise.build_request(0, _chunks(frame), config).example, 12)
-    np.testing.assert_array_equal(ex["stage"], [3, 3, 2, 2, 1, 1, 0, -1, -1, -1, -1, -1])
-    np.testing.assert_allclose(ex["label"][:2], [4.0, 3.5])  # 3 + (2 - r) / 2
+    assert sorted(ex["stage"][:7].tolist()) == [0, 1, 1, 2, 2, 3, 3]
+    np.testing.assert_array_equal(ex["stage"][7:], -1)
+    rank_pos = ex["stage"] == 3
+    np.testing.assert_allclose(sorted(ex["label"][rank_pos]), [3.5, 4.0])  # 3 + (2 - r) / 2
     with pytest.raises(ValueError, match="exceeds list_size"):
         listwise.ListConfig(list_size=12, group_size=4)
     with pytest.raises(ValueError, match="label_mode"):
