@@ -69,11 +69,14 @@ class DataConfig:
             "input_format": self.format,
             "list_size": self.list_size,
             "label_mode": self.label_mode,
+            "preset": self.preset,
+            "validation": dict(self.validation),
+            "max_dead_letter_share": self.max_dead_letter_share,
         }
 
 
 # DataConfig fields that are not RecFlowExampleGen options: where the files are, how days
-# become splits, and the embedded simulated log.
+# become splits, the embedded simulated log, and the validation after ingestion.
 NOT_EXAMPLE_GEN_OPTIONS: tuple[str, ...] = (
     "input_base",
     "day_pattern",
@@ -83,6 +86,7 @@ NOT_EXAMPLE_GEN_OPTIONS: tuple[str, ...] = (
     "simulate_requests_per_day",
     "simulate_seed",
     "simulate_corrupt_fraction",
+    "stop_on_anomalies",  # ExampleValidator's, after the ingestion
 )
 
 

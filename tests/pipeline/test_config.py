@@ -111,7 +111,12 @@ def test_every_data_field_is_an_ingestion_option_or_declared_otherwise() -> None
 
 def _other_value(name: str, config) -> object:
     value = getattr(config, name)
-    others = {"format": "feather", "label_mode": "feedback"}
+    others = {
+        "format": "feather",
+        "label_mode": "feedback",
+        "preset": "recflow",
+        "validation": {"time_units": {"duration": "ms"}},
+    }
     if name in others:
         return others[name]
     if isinstance(value, bool):
