@@ -39,6 +39,8 @@ LOSS_METHODS: tuple[str, ...] = (
     "lcron",
 )
 SORT_OPS: tuple[str, ...] = ("neural_sort", "soft_sort")
+# How LCRON computes its top-k probabilities (``models.losses.lcron.IMPLS``, checked by a test).
+LCRON_IMPLS: tuple[str, ...] = ("auto", "dense", "blocked", "dense_xla", "blocked_xla")
 WEIGHTINGS: tuple[str, ...] = ("uwl", "fixed")
 
 
@@ -62,6 +64,13 @@ class LossConfig:
       stage_keep: how many items each stage passes downstream, first stage first (RecFlow:
         30 then 20); the cut-offs of the baselines that need them (RankFlow, ARF, ARF-v2).
       distill_weight: RankFlow's weight of the distillation from the downstream stage.
+      lcron_impl: how LCRON computes each stage's relaxed top-k (same values and gradients,
+        different time and memory; ``benchmarks/loss_bench.py``): "dense" (the [batch, n, n]
+        permutation matrices, autodiff), "blocked" (rows in blocks, a hand-derived gradient,
+        memory linear in n), "dense_xla" / "blocked_xla" (the same compiled with XLA), or
+        "auto" (the fastest measured at the list size).
+      lcron_block_rows: rows of a permutation matrix per block of the blocked path (memory
+        per block: batch x rows x list_size floats; a list that fits one block is one block).
     """
 
     method: str = "lcron"
@@ -76,16 +85,23 @@ class LossConfig:
     fixed_weights: tuple[float, ...] = (1.0, 1.0)
     stage_keep: tuple[int, ...] = (30, 20)
     distill_weight: float = 1.0
+    lcron_impl: str = "auto"
+    lcron_block_rows: int = 64
 
     def __post_init__(self) -> None:
         for name, known in (
             ("method", LOSS_METHODS),
             ("sort_op", SORT_OPS),
             ("weighting", WEIGHTINGS),
+            ("lcron_impl", LCRON_IMPLS),
         ):
             value = getattr(self, name)
             if value not in known:
                 raise ValueError(f"LossConfig.{name}: unknown value {value!r}; known: {known}")
+        if self.lcron_block_rows < 1:
+            raise ValueError(
+                f"LossConfig.lcron_block_rows must be >= 1, got {self.lcron_block_rows}"
+            )
 
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None) -> LossConfig:

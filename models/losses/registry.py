@@ -47,6 +47,8 @@ def get(config: LossConfig | None = None, num_stages: int = 2) -> CascadeLoss:
             use_single=config.use_single,
             weighting=config.weighting,
             fixed_weights=config.fixed_weights,
+            impl=config.lcron_impl,
+            block_rows=config.lcron_block_rows,
         )
     if method in (baselines.ArfLoss.method, baselines.ArfV2Loss.method):
         return LOSSES[method](
