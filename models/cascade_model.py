@@ -9,6 +9,13 @@ cascade loss from ``models.losses`` (LCRON by default, or a baseline by name) an
   tau; ``models.metrics.from_config``),
 
 so Keras logs all of them (and the TensorBoard callback writes them) for train and eval.
+
+The cascade metrics sort and compare every pair of a request's candidates (Kendall's tau is
+O(list_size^2) per request): in training they cost about a sixth of a step at list 40
+(``benchmarks/train_bench.py --profile``) and tell nothing the loss needs. So while training,
+they are updated on every ``train_metrics_every``-th step (and on the first step after Keras
+resets them, so that every epoch logs them): the logged train figures are means over those
+steps' requests. Evaluation updates them on every batch.
 """
 
 from __future__ import annotations
@@ -36,6 +43,8 @@ class CascadeModel(tfrs.models.Model):
       list_size: candidates per request in the training examples (used once, to learn the
         names of the loss terms; the model itself takes any list size).
       model_config / loss_config / metric_config: the typed hyperparameters.
+      train_metrics_every: update the cascade metrics on every n-th training step (1: every
+        step); the loss terms are tracked on every step.
 
     Call: transformed features -> {"retrieval": [B, L], "ranking": [B, L]} logits.
     """
@@ -47,9 +56,13 @@ class CascadeModel(tfrs.models.Model):
         model_config: ModelConfig | None = None,
         loss_config: LossConfig | None = None,
         metric_config: MetricConfig | None = None,
+        train_metrics_every: int = 1,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if train_metrics_every < 1:
+            raise ValueError(f"train_metrics_every must be >= 1, got {train_metrics_every}")
+        self.train_metrics_every = int(train_metrics_every)
         self.model_config = model_config or ModelConfig()
         self.loss_config = loss_config or LossConfig()
         self.metric_config = metric_config or MetricConfig()
@@ -75,9 +88,25 @@ class CascadeModel(tfrs.models.Model):
         terms = self.cascade_loss(stage_logits, labels, mask)
         for name, tracker in self.term_trackers.items():
             tracker.update_state(terms[name])
-        for role, metric in self.cascade_metrics.items():
-            if role == "cascade_recall":
-                metric.update_state(labels, stage_logits, mask)
-            else:
-                metric.update_state(labels, logits[role.split("_", 1)[0]], mask)
+
+        def update_metrics() -> None:
+            for role, metric in self.cascade_metrics.items():
+                if role == "cascade_recall":
+                    metric.update_state(labels, stage_logits, mask)
+                else:
+                    metric.update_state(labels, logits[role.split("_", 1)[0]], mask)
+
+        optimizer = getattr(self, "optimizer", None)  # absent before compile()
+        if not training or self.train_metrics_every == 1 or optimizer is None:
+            update_metrics()
+        else:
+            due = tf.equal(optimizer.iterations % self.train_metrics_every, 0)
+            tf.cond(due | self._metrics_empty(), update_metrics, lambda: None)
         return terms["loss"]
+
+    def _metrics_empty(self) -> tf.Tensor:
+        """True while no cascade metric holds a value (right after Keras' per-epoch reset)."""
+        counts = [m.count for m in self.cascade_metrics.values() if hasattr(m, "count")]
+        if not counts:
+            return tf.constant(True)
+        return tf.reduce_all([tf.equal(c, 0.0) for c in counts])

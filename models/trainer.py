@@ -113,6 +113,7 @@ def fit(
             model_config=hp.model,
             loss_config=hp.loss,
             metric_config=hp.metrics,
+            train_metrics_every=tc.train_metrics_every,
         )
         model.compile(optimizer=tf.keras.optimizers.Adam(tc.learning_rate))
         model(_first_batch(train_ds))  # build the variables before a warm start

@@ -266,6 +266,19 @@ class _PairwiseSpread:
         return d_spread * sign_count + valid_f * mixed
 
 
+#: Name scope of the hand-derived backward pass (the gradient machinery runs it outside the
+#: forward's scope): profiles (``benchmarks/train_bench.py --profile``) attribute its ops by it.
+GRAD_SCOPE = "lcron_blocked_grad"
+
+
+def _scoped(grad_fn: Callable[..., Any]) -> Callable[..., Any]:
+    def grad(*upstream: tf.Tensor) -> Any:
+        with tf.name_scope(GRAD_SCOPE):
+            return grad_fn(*upstream)
+
+    return grad
+
+
 def _prefix_sums(values: tf.Tensor) -> tf.Tensor:
     """[batch, m] -> [batch, m + 1]: sums of the first 0, 1, ..., m entries."""
     return tf.pad(tf.cumsum(values, axis=-1), [[0, 0], [1, 0]])
@@ -354,7 +367,7 @@ def _neural_sort_sums(ctx: _Context, scores: tf.Tensor) -> tuple[tf.Tensor, tf.T
             d_spread = -dz / tau * ctx.valid_f
             return (coef_dz / tau + spread.backward(d_spread, ctx.valid_f)) * ctx.valid_f
 
-        return (top_sum, rest_sum), grad
+        return (top_sum, rest_sum), _scoped(grad)
 
     return sums(scores)
 
@@ -419,6 +432,6 @@ def _soft_sort_sums(
             (d_scores,), d_anchors = ctx.fold(backward, (zero,), per_row=True)
             return d_scores * ctx.valid_f, d_anchors
 
-        return (top_sum, rest_sum), grad
+        return (top_sum, rest_sum), _scoped(grad)
 
     return sums(scores, anchors)
