@@ -16,6 +16,11 @@ path, ``lcron`` through ``LossConfig``'s default; the run ends with each LCRON's
 BCE's under the same metric setting (wall and CPU). Before this work: ``lcron:dense`` with
 metrics every step; after: ``lcron`` with the default setting.
 
+Each row also says how often Keras traced the train function (once is right; more means a
+retrace during training). ``--input-pipeline`` also times the Trainer's input pipeline alone
+(``models.data.input_fn`` over the same requests written as GZIP TFRecords of tf.Examples),
+to compare with the step rate: the model above is fed from memory.
+
 ``--profile DIR`` also traces ``--profile-steps`` steps per method with the TensorFlow profiler
 (``tf.profiler.experimental``; open DIR in TensorBoard's profile plugin) and prints the op time
 per step by group: the two stages' forward and backward, the loss's forward and backward, the
@@ -104,6 +109,65 @@ def synthetic_batch(sizes: dict[str, int], batch: int, list_size: int, seed: int
     return out
 
 
+class _FeatureSpecOnly:
+    """The one method of ``tft.TFTransformOutput`` that ``models.data.input_fn`` calls."""
+
+    def __init__(self, spec: dict) -> None:
+        self._spec = spec
+
+    def transformed_feature_spec(self) -> dict:
+        return dict(self._spec)
+
+
+def _input_pipeline(args: argparse.Namespace, sizes: dict[str, int]) -> float:
+    """Requests / second of the Trainer's input pipeline alone (``models.data.input_fn``:
+    GZIP TFRecords of transformed tf.Examples, parsed and batched, shuffled and repeated) over
+    the synthetic requests written once to a temporary folder."""
+    import tempfile
+
+    import numpy as np
+    import tensorflow as tf
+
+    from models import data
+
+    batches = [
+        synthetic_batch(sizes, args.batch, args.list_size, seed) for seed in range(args.batches)
+    ]
+    spec = {
+        name: tf.io.FixedLenFeature(
+            value.shape[1:], tf.int64 if np.issubdtype(value.dtype, np.integer) else tf.float32
+        )
+        for name, value in batches[0].items()
+    }
+    with tempfile.TemporaryDirectory() as folder:
+        path = str(Path(folder) / "requests.tfrecord.gz")
+        with tf.io.TFRecordWriter(path, options="GZIP") as writer:
+            for batch in batches:
+                for i in range(args.batch):
+                    feature = {}
+                    for name, value in batch.items():
+                        row = value[i].ravel()
+                        if np.issubdtype(row.dtype, np.integer):
+                            feature[name] = tf.train.Feature(
+                                int64_list=tf.train.Int64List(value=row)
+                            )
+                        else:
+                            feature[name] = tf.train.Feature(
+                                float_list=tf.train.FloatList(value=row)
+                            )
+                    example = tf.train.Example(features=tf.train.Features(feature=feature))
+                    writer.write(example.SerializeToString())
+        dataset = data.input_fn(
+            path, _FeatureSpecOnly(spec), args.batch, shuffle=True, repeat=True, seed=0
+        )
+        iterator = iter(dataset)
+        next(iterator)
+        started = time.perf_counter()
+        for _ in range(args.steps):
+            next(iterator)
+        return args.batch * args.steps / (time.perf_counter() - started)
+
+
 def _loss_config(method: str):
     """``LossConfig`` of a ``--methods`` entry: a loss name, optionally ``:<lcron_impl>``."""
     from models.config import LossConfig
@@ -160,6 +224,8 @@ def _throughputs(
             losses[config] = history["loss"][-1]
     results = {}
     for config, (model, data) in models.items():
+        # One trace for the whole run: a retrace per step would be a bug worth seeing here.
+        traces = model.train_function.experimental_get_tracing_count()
         if args.profile:
             name = f"{config[0].replace(':', '_')}_metrics_every_{config[1]}"
             _profile(model, data, args, Path(args.profile) / name)
@@ -171,6 +237,7 @@ def _throughputs(
             "ms_per_step": 1e3 * args.batch / statistics.median(runs[config]),
             "cpu_ms_per_step": 1e3 * statistics.median(cpu[config]),
             "final_loss": losses[config],
+            "train_function_traces": traces,
         }
     return results
 
@@ -257,6 +324,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--jit-compile", action="store_true", help="compile the whole train step with XLA"
     )
+    parser.add_argument(
+        "--input-pipeline",
+        action="store_true",
+        help="also time models.data.input_fn alone (GZIP TFRecords of the synthetic requests)",
+    )
     parser.add_argument("--profile", default=None, help="trace steps into this folder too")
     parser.add_argument("--profile-steps", type=int, default=5)
     parser.add_argument("--json", action="store_true", help="also print the results as JSON")
@@ -287,7 +359,8 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"  {method:<12} metrics every {n:>2} step(s): {row['requests_per_second']:6.0f} "
             f"requests/s ({row['ms_per_step']:.0f} ms/step, {row['cpu_ms_per_step']:.0f} ms "
-            f"CPU/step; runs: {runs}; loss {row['final_loss']:.3f})"
+            f"CPU/step; runs: {runs}; loss {row['final_loss']:.3f}; train function traced "
+            f"{row['train_function_traces']}x)"
         )
     for n in every:
         bce = results.get(("bce", n))
@@ -302,6 +375,11 @@ def main(argv: list[str] | None = None) -> int:
                 f"  {method} / BCE step time, metrics every {n} step(s): {step:.2f}x wall, "
                 f"{cpu:.2f}x CPU"
             )
+    if args.input_pipeline:
+        rate = _input_pipeline(args, sizes)
+        print(
+            f"  input pipeline alone (models.data.input_fn, GZIP TFRecords): {rate:.0f} requests/s"
+        )
     if args.json:
         print(json.dumps([{**row} for row in results.values()]))
     return 0

@@ -7,40 +7,46 @@ relaxed permutation matrix P ([batch, n, n], ``models.losses.sorting``):
   rest_i = sum_{j > k}  P[j, i]        (the other rows; top_i + rest_i is the column sum)
 
 ``top_k_and_rest_sums`` returns both, [batch, n] each, with the same values and gradients as
-summing the dense matrix, without ever holding P: rows are computed ``block_rows`` at a time
-(peak memory O(batch * block_rows * n), linear in n for a fixed block), and the backward pass
-recomputes each block instead of keeping it (a hand-derived ``tf.custom_gradient``).
+summing the dense matrix's rows. The gradient of ``rest`` is that of the rows j > k (not of
+c - top with c held constant): L_e2e's negative part q' = prod_s (1 - rest_s / c_s) needs it.
+Rows are computed ``block_rows`` at a time (peak memory O(batch * block_rows * n), linear in n
+for a fixed block) and the backward pass recomputes each block instead of keeping it, through
+a hand-derived ``tf.custom_gradient``. A list that fits one block is one block, kept for the
+backward pass (it is no bigger than a block).
 
-Row j of P is a softmax over items, P[j, :] = softmax(z_j), so for an upstream gradient g_j on
-that row (g_j = g^top for j <= k, g^rest otherwise) the logits' gradient is
+Row j of P is a softmax over items, P[j, :] = softmax(z_j), so for an upstream gradient g on
+that row's part (g = g^top for j <= k, g^rest otherwise) the logits' gradient is
 
-  dz[j, i] = P[j, i] (g_j,i - r_j),   r_j = sum_i P[j, i] g_j,i,
+  dz[j, i] = P[j, i] (g_i - r_j),   r_j = sum_i P[j, i] g_i,
 
-and everything the scores need is a column sum of dz, possibly weighted per row.
+and everything the scores need is a column sum of dz, possibly weighted per row: per block,
+one product P g for r and one product (r, c r)^T P for the sums below.
 
 NeuralSort (Grover et al. 2019): z[j, i] = (c_j s_i - A_i) / tau, c_j = n + 1 - 2j,
 A_i = sum_k |s_i - s_k| (valid k). Rows differ only by the scalar c_j, so a block of logits is
-one [B, 3] x [3, n] product of (c_j, 1, -max_j) with (s_i / tau, -A_i / tau, 1), and the row
-maximum is known in closed form (row j peaks at the j-th largest score, NeuralSort's defining
-property), so no pass is spent finding it. With P[j, i] = w_j E[j, i] (E = exp(z - max),
-w_j = 1 / sum_i E[j, i]):
+one [B, 2] x [2, n] product of (c_j, 1) with (s_i / tau, -A_i / tau) (a batched matmul beats
+TensorFlow's broadcasting arithmetic on CPU several times), and ``tf.nn.softmax`` (oneDNN)
+normalises it. Under XLA (``fused``) the row maximum is known in closed form instead (row j
+peaks at the j-th largest score, NeuralSort's defining property) and the products are
+elementwise, which XLA fuses. With sums over the rows of a part (top or rest):
 
-  ds_i (direct) = (1/tau) sum_j c_j dz[j, i] = (1/tau) (g_i sum_j c_j P[j, i] - (E^T (c w r))_i)
-  dA_i          = -(1/tau) sum_j dz[j, i]  = -(1/tau) (g_i sum_j P[j, i] - (E^T (w r))_i)
+  ds_i (direct) = (1/tau) sum_j c_j dz[j, i] = (g_i sum_j c_j P[j, i] - sum_j c_j r_j P[j, i]) / tau
+  dA_i          = -(1/tau) sum_j dz[j, i]    = -(g_i sum_j P[j, i] - sum_j r_j P[j, i]) / tau
 
-(within a region g does not depend on j), two matrix-vector products per block. A and its
-gradient take one sort of the scores, O(n log n):
+(sum_j P[j, i] is the forward's output; sum_j c_j P[j, i] is kept from the forward too). A
+and its gradient take one sort of the scores, O(n log n):
 
   A_i = s_i #{k: s_k < s_i} - sum_{s_k < s_i} s_k + sum_{s_k > s_i} s_k - s_i #{k: s_k > s_i}
   ds_l += dA_l (#{s_k < s_l} - #{s_k > s_l}) + sum_{s_i < s_l} dA_i - sum_{s_i > s_l} dA_i
 
 with strict inequalities, which is exactly TensorFlow's subgradient of |x| (sign(0) = 0) that
-the dense form differentiates, ties included. Sums over sorted prefixes run in float64.
+the dense form differentiates, ties included. Sums over sorted prefixes run in float64. A list
+that fits one block takes the pairwise form instead (sign(s_i - s_k) times two vectors).
 
 SoftSort (Prillo & Eisenschlos 2020): z[j, i] = -|t_j - s_i| / tau with t the valid scores in
 descending order (differentiable through ``tf.math.top_k``, outside the custom gradient); row j
 peaks at 0. Its gradient needs sign(t_j - s_i) inside the sums, so a block takes a few more
-passes:  ds_i = (1/tau) sum_j dz[j, i] sgn(t_j - s_i),  dt_j = -(1/tau) sum_i dz[j, i] sgn(..).
+products:  ds_i = (1/tau) sum_j dz[j, i] sgn(t_j - s_i),  dt_j = -(1/tau) sum_i dz[j, i] sgn(..).
 
 Padding is handled as in ``sorting``: padded items get probability 0 in every row, rows of
 ranks beyond a request's valid count are 0, padded scores get a zero gradient.
@@ -87,6 +93,8 @@ def top_k_and_rest_sums(
       sort_op: "neural_sort" or "soft_sort".
       tau: temperature of the sort (> 0).
       block_rows: rows of P computed at once (memory per block: batch x block_rows x list_size).
+      fused: the form for XLA (elementwise products and closed-form row maxima, which XLA
+        fuses) instead of batched matmuls and oneDNN's softmax; same values.
 
     Returns:
       Two [batch, list_size] float32 tensors (``top + rest`` is P's column sum).
@@ -237,22 +245,33 @@ class _Spread:
 
 
 class _PairwiseSpread:
-    """A_i and its gradient from the [batch, n, n] sign matrix: for a list that fits one block,
-    where a few batched matmuls beat a sort and binary searches."""
+    """A_i and its gradient from the [batch, n, n] sign matrix S[i, k] = sign(s_i - s_k): for a
+    list that fits one block, where a few batched matmuls beat a sort and binary searches.
+
+    Without XLA, A_i = sum_k m_k S[i, k] (x_i - x_k) = x_i (S m)_i - (S (m x))_i with x the
+    scores centred on their valid mean (A is shift-free; centring keeps the difference of the
+    two products accurate), so one product gives A and the counts its gradient needs. S comes
+    from the scores themselves, so ties are exactly the dense form's.
+    """
 
     def __init__(self, scores: tf.Tensor, ctx: _Context) -> None:
+        self.fused = ctx.fused
         ones = tf.ones_like(scores)
         if ctx.fused:
             diff = scores[:, :, tf.newaxis] - scores[:, tf.newaxis, :]
-        else:  # s_i - s_k as a K=2 matmul (exact: every product is by 1)
-            diff = tf.matmul(tf.stack([scores, ones], -1), tf.stack([ones, -scores], 1))
-        self.sign = tf.sign(diff)
-        self.fused = ctx.fused
-        if ctx.fused:
+            self.sign = tf.sign(diff)
             spread = tf.reduce_sum(tf.abs(diff) * ctx.valid_f[:, tf.newaxis, :], axis=-1)
-        else:
-            spread = tf.linalg.matvec(tf.abs(diff), ctx.valid_f)
-        self.value = tf.where(ctx.valid, spread, 0.0)
+            self.value = tf.where(ctx.valid, spread, 0.0)
+            return
+        # s_i - s_k as a K=2 matmul (exact: every product is by 1).
+        diff = tf.matmul(tf.stack([scores, ones], -1), tf.stack([ones, -scores], 1))
+        self.sign = tf.sign(diff)
+        count = tf.maximum(tf.reduce_sum(ctx.valid_f, axis=-1, keepdims=True), 1.0)
+        centred = scores - tf.reduce_sum(scores * ctx.valid_f, axis=-1, keepdims=True) / count
+        self.sign_count, signed_sum = tf.unstack(
+            tf.matmul(self.sign, tf.stack([ctx.valid_f, ctx.valid_f * centred], -1)), axis=-1
+        )
+        self.value = tf.where(ctx.valid, centred * self.sign_count - signed_sum, 0.0)
 
     def backward(self, d_spread: tf.Tensor, valid_f: tf.Tensor) -> tf.Tensor:
         # ds_l = dA_l sum_k m_k sgn(s_l - s_k) + m_l sum_i dA_i sgn(s_l - s_i)
@@ -260,9 +279,8 @@ class _PairwiseSpread:
             sign_count = tf.reduce_sum(self.sign * valid_f[:, tf.newaxis, :], axis=-1)
             mixed = tf.reduce_sum(self.sign * d_spread[:, tf.newaxis, :], axis=-1)
         else:
-            sign_count, mixed = tf.unstack(
-                tf.matmul(self.sign, tf.stack([valid_f, d_spread], -1)), axis=-1
-            )
+            sign_count = self.sign_count
+            mixed = tf.linalg.matvec(self.sign, d_spread)
         return d_spread * sign_count + valid_f * mixed
 
 
