@@ -17,7 +17,8 @@ batch of ``--batch``. Every (size, path) runs in a fresh subprocess (so each pea
   peak     the process's peak resident memory during the timed calls (TensorFlow itself, the
            inputs and the steps; the high-water mark is reset after the warm-up call, so
            tracing and XLA's compilation are not in it), and ``base``, its resident memory
-           before the timed calls; ``peak - base`` is what a step of the loss costs
+           before the first call (TensorFlow and the inputs); ``peak - base`` is what the loss
+           costs (a step's tensors, and what the allocator keeps between steps)
   vs dense the path's wall (and cpu) time over the dense path's at the same size, same run
 
 A path whose memory, projected from its peak at the largest smaller size measured (dense:
@@ -139,10 +140,9 @@ def _one(batch: int, list_size: int, path: str, repeats: int) -> dict:
 
     stages, labels, mask = _inputs(batch, list_size)
     step = _step_fn("lcron", stages, jit_compile=path.endswith("_xla"), lcron_impl=path)
-    base = {}
+    base = {"mib": _rss_mib()}
 
     def start_measuring() -> None:  # after the warm-up call: tracing and XLA are not counted
-        base["mib"] = _rss_mib()
         base["reset"] = _reset_peak()
 
     wall, cpu = _timed(step, labels, mask, repeats, after_warmup=start_measuring)
@@ -159,16 +159,25 @@ def _one(batch: int, list_size: int, path: str, repeats: int) -> dict:
     }
 
 
-def _projected_gib(path: str, size: int, rows: list[dict]) -> float | None:
+# The dense form's forward + backward holds about ten [batch, n, n] float32 tensors at once
+# (measured: 1.8 GiB over the process's base at batch 1024 x list 200); the floor of its
+# projection when no smaller size was measured.
+_DENSE_LIVE_MATRICES = 10
+
+
+def _projected_gib(path: str, size: int, batch: int, rows: list[dict]) -> float | None:
     """Peak memory of ``path`` at ``size`` projected from its largest smaller measured size
-    (the dense forms grow with n^2, the blocked ones with n), or None if none was measured."""
+    (the dense forms grow with n^2, the blocked ones with n); for the dense forms at least
+    ``_DENSE_LIVE_MATRICES`` [batch, n, n] matrices. None: nothing to project from."""
+    dense = path.startswith("dense")
+    floor = _DENSE_LIVE_MATRICES * batch * size**2 * 4 / 2**30 if dense else None
     smaller = [r for r in rows if r["path"] == path and r["list_size"] < size and "wall" in r]
     if not smaller:
-        return None
+        return floor
     ref = max(smaller, key=lambda r: r["list_size"])
-    power = 2 if path.startswith("dense") else 1
-    growth = (ref["peak_mib"] - ref["base_mib"]) * (size / ref["list_size"]) ** power
-    return (ref["base_mib"] + growth) / 1024
+    growth = (ref["peak_mib"] - ref["base_mib"]) * (size / ref["list_size"]) ** (2 if dense else 1)
+    projected = (ref["base_mib"] + growth) / 1024
+    return max(projected, floor) if dense else projected
 
 
 def _part_one(args: argparse.Namespace) -> dict[str, float]:
@@ -208,7 +217,7 @@ def _part_two(args: argparse.Namespace) -> list[dict]:
     for size in args.sizes:
         repeats = args.large_repeats if size >= args.large else args.repeats
         for path in args.paths:
-            projected = _projected_gib(path, size, rows)
+            projected = _projected_gib(path, size, args.batch, rows)
             if projected is not None and projected > args.memory_budget_gib:
                 rows.append({"list_size": size, "path": path, "projected_gib": projected})
                 print(

@@ -16,8 +16,9 @@ path, ``lcron`` through ``LossConfig``'s default; the run ends with each LCRON's
 BCE's under the same metric setting (wall and CPU). Before this work: ``lcron:dense`` with
 metrics every step; after: ``lcron`` with the default setting.
 
-Each row also says how often Keras traced the train function (once is right; more means a
-retrace during training). ``--input-pipeline`` also times the Trainer's input pipeline alone
+Each row also says how often Keras traced the train function: twice is right (tf.function
+traces the first call again after the optimizer creates its variables there); more would mean
+a retrace during training. ``--input-pipeline`` also times the Trainer's input pipeline alone
 (``models.data.input_fn`` over the same requests written as GZIP TFRecords of tf.Examples),
 to compare with the step rate: the model above is fed from memory.
 
@@ -224,7 +225,7 @@ def _throughputs(
             losses[config] = history["loss"][-1]
     results = {}
     for config, (model, data) in models.items():
-        # One trace for the whole run: a retrace per step would be a bug worth seeing here.
+        # Two traces for the whole run (the first call creates the optimizer's variables).
         traces = model.train_function.experimental_get_tracing_count()
         if args.profile:
             name = f"{config[0].replace(':', '_')}_metrics_every_{config[1]}"

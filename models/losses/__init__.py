@@ -5,11 +5,14 @@ Public API:
   lcron_loss_terms(...)                      LCRON's three terms for two stages (functional)
   lcron_cascade_terms(...)                   the same for any number of stages
   neural_sort / soft_sort                    relaxed permutation matrices
+  top_k_and_rest_sums                        their top-k / other row sums without the matrix
+  keep_and_drop_from_scores                  a stage's relaxed top-k probabilities, any path
   ground_truth_indicator / top_k_indicator   hard selections (deterministic ties)
 
 Modules: ``sorting`` (differentiable sorts), ``targets`` (ground truth), ``lcron`` (LCRON terms
-and layer), ``baselines`` (BCE, ICC, RankFlow, FS-RankNet, FS-LambdaLoss, ARF, ARF-v2),
-``registry`` (``get``), ``base`` (the ``CascadeLoss`` interface).
+and layer), ``lcron_blocked`` (the memory-linear path), ``baselines`` (BCE, ICC, RankFlow,
+FS-RankNet, FS-LambdaLoss, ARF, ARF-v2), ``registry`` (``get``), ``base`` (the ``CascadeLoss``
+interface).
 """
 
 from models.losses.base import CascadeLoss
@@ -25,6 +28,7 @@ from models.losses.baselines import (
 from models.losses.lcron import (
     LcronLoss,
     end_to_end_loss,
+    keep_and_drop_from_scores,
     keep_and_drop_probabilities,
     lcron_cascade_terms,
     lcron_loss_terms,
@@ -32,6 +36,7 @@ from models.losses.lcron import (
     survival_lower_bound,
     survival_lower_bound_from_perms,
 )
+from models.losses.lcron_blocked import top_k_and_rest_sums
 from models.losses.registry import LOSSES, get
 from models.losses.sorting import neural_sort, permutation_matrix, soft_sort
 from models.losses.targets import ground_truth_indicator, stage_names, top_k_indicator
@@ -50,6 +55,7 @@ __all__ = [
     "end_to_end_loss",
     "get",
     "ground_truth_indicator",
+    "keep_and_drop_from_scores",
     "keep_and_drop_probabilities",
     "lcron_cascade_terms",
     "lcron_loss_terms",
@@ -60,5 +66,6 @@ __all__ = [
     "stage_names",
     "survival_lower_bound",
     "survival_lower_bound_from_perms",
+    "top_k_and_rest_sums",
     "top_k_indicator",
 ]
