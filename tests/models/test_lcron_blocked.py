@@ -174,7 +174,16 @@ def test_lcron_terms_and_both_stages_gradients_match_dense(sort_op, ks):
             _assert_close(grad.numpy(), ref.numpy(), f"d/d {stage}, block_rows={block_rows}")
 
 
-@pytest.mark.parametrize("impl", ["blocked", "blocked_xla", "dense_xla", "auto"])
+@pytest.mark.parametrize(
+    "impl",
+    [
+        "blocked",
+        "auto",
+        # XLA compiles forward and backward: seconds each.
+        pytest.param("blocked_xla", marks=pytest.mark.slow),
+        pytest.param("dense_xla", marks=pytest.mark.slow),
+    ],
+)
 def test_every_path_of_the_keras_loss_matches_dense(impl):
     """The layer (UWL weights included) through each path, XLA ones compiled."""
     rng = np.random.default_rng(11)
