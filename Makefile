@@ -22,21 +22,23 @@ help:  ## list the targets
 
 # python -m venv seeds pip, which TFX's Trainer uses to install the user module; uv (pinned)
 # then installs the lock fast.
+# Quiet (a fresh clone's `make run` fits on a screen); errors still show.
 $(STAMP): requirements.txt pyproject.toml
 	@set -e; if [ ! -x $(PY) ]; then \
 	  python=$$(scripts/find_python.sh); \
 	  echo "creating $(VENV) with $$python"; \
 	  "$$python" -m venv $(VENV); \
 	fi
-	$(PY) -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
-	$(UV) pip install --python $(PY) -r requirements.txt
-	$(UV) pip install --python $(PY) --no-deps -e .
+	@echo "installing requirements.txt into $(VENV) with uv"
+	@$(PY) -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	@$(UV) pip install --quiet --python $(PY) -r requirements.txt
+	@$(UV) pip install --quiet --python $(PY) --no-deps -e .
 	@touch $@
 
 venv: $(STAMP)  ## create or update .venv from the lock
 
 run: $(STAMP)  ## run the whole pipeline locally on the embedded default (simulated logs)
-	$(VENV)/bin/lcron run $(RUN_ARGS)
+	@$(VENV)/bin/lcron run $(RUN_ARGS)
 
 lint: $(STAMP)  ## ruff check + format check
 	$(VENV)/bin/ruff check .

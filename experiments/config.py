@@ -3,6 +3,11 @@
 A *variant* is a named loss configuration (a method from the paper, or an ablation of LCRON);
 a *cell* is one variant trained with one seed and evaluated on one day. Every variant gets the
 same models, data, steps and batch size: only the loss differs.
+
+The logs are the simulator's (``simulate_*``) unless ``data.input_base`` names a folder of
+daily logs, e.g. a RecFlow download: ``data`` takes the fields of the pipeline's
+``pipeline.config.DataConfig`` (format, day_pattern, list_size, label_mode, ...), read the way
+``lcron run`` reads them.
 """
 
 from __future__ import annotations
@@ -13,6 +18,18 @@ from pathlib import Path
 from typing import Any
 
 from models.config import LOSS_METHODS, LossConfig, ModelConfig, TrainerConfig
+from pipeline.config import DataConfig, apply_overrides, data_config
+
+# DataConfig fields an experiment sets its own way: its days come from eval_days/train_window
+# and its simulated log from the simulate_* fields below.
+_DATA_FIELDS_SET_ELSEWHERE = (
+    "train_days",
+    "eval_days",
+    "simulate_days",
+    "simulate_requests_per_day",
+    "simulate_seed",
+    "simulate_corrupt_fraction",
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,10 +51,15 @@ class ExperimentConfig:
       variants: the loss configurations compared (default: the paper's eight methods).
       seeds: training seeds per variant (the log is the same for every seed).
       simulate_days / simulate_requests_per_day / simulate_seed: the simulated log, fixed
-        before the comparison and the same for every variant.
+        before the comparison and the same for every variant (unused with ``data.input_base``).
       eval_days: the paper's streaming protocol: for each day t, train on the
         ``train_window`` days before t, evaluate on day t.
       train_window: days of training data before each evaluation day.
+      passes: when set, each cell trains floor(passes x training requests / batch_size)
+        steps, i.e. that many passes over its training days (the LCRON authors: 1, full
+        batches only), and ``trainer.train_steps`` is ignored.
+      data: ``pipeline.config.DataConfig`` fields; ``input_base`` set means the user's logs
+        instead of the simulator's (``lcron experiment --data DIR``).
       model / trainer: ``ModelConfig`` / ``TrainerConfig`` fields shared by every cell.
     """
 
@@ -48,6 +70,8 @@ class ExperimentConfig:
     simulate_seed: int = 7
     eval_days: tuple[int, ...] = (2, 3)
     train_window: int = 2
+    passes: float | None = None
+    data: dict[str, Any] = dataclasses.field(default_factory=dict)
     model: dict[str, Any] = dataclasses.field(default_factory=dict)
     trainer: dict[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -59,11 +83,35 @@ class ExperimentConfig:
             variant.loss_config()  # unknown fields or methods fail here, by name
         ModelConfig.from_dict(self.model)
         TrainerConfig.from_dict(self.trainer)
+        clash = sorted(set(self.data) & set(_DATA_FIELDS_SET_ELSEWHERE))
+        if clash:
+            raise ValueError(
+                f"ExperimentConfig: data.{clash[0]} is set by eval_days / train_window and "
+                "simulate_* in an experiment"
+            )
+        data = self.data_config()  # unknown data fields fail here, by name
+        if self.passes is not None and self.passes <= 0:
+            raise ValueError(f"ExperimentConfig: passes must be > 0, got {self.passes}")
+        if self.train_window < 1:
+            raise ValueError(
+                f"ExperimentConfig: train_window must be >= 1, got {self.train_window}"
+            )
         for day in self.eval_days:
-            if not 1 <= day < self.simulate_days:
+            if day < 1:
+                raise ValueError(f"ExperimentConfig: eval day {day} has no day before it")
+            if not data.input_base and day >= self.simulate_days:
                 raise ValueError(
                     f"ExperimentConfig: eval day {day} not in 1..{self.simulate_days - 1}"
                 )
+        if not data.input_base and data.format not in ("parquet", "csv"):
+            raise ValueError(
+                f"ExperimentConfig: the simulator writes parquet or csv, not {data.format!r};"
+                " set data.input_base for other logs"
+            )
+
+    def data_config(self) -> DataConfig:
+        """The ingestion's configuration (``pipeline.config.DataConfig``) of every cell."""
+        return data_config(self.data)
 
     def train_days(self, eval_day: int) -> list[int]:
         return list(range(max(0, eval_day - self.train_window), eval_day))
@@ -72,9 +120,12 @@ class ExperimentConfig:
         return dataclasses.asdict(self)
 
 
-def load(path: str | Path) -> ExperimentConfig:
-    """Reads a JSON config; unknown keys fail by name."""
+def load(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Reads a JSON config, then ``dotted.key=value`` overrides; unknown keys fail by name."""
     values = json.loads(Path(path).read_text())
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: expected a JSON object")
+    apply_overrides(values, overrides)
     known = {f.name for f in dataclasses.fields(ExperimentConfig)}
     unknown = sorted(set(values) - known)
     if unknown:

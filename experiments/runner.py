@@ -2,10 +2,10 @@
 
 Layout under the output folder:
 
-    logs/                         the simulated log (written once)
+    logs/                         the simulated log (written once; absent with data.input_base)
     days/day_<t>/                 ingestion + Transform of the split for evaluation day t
     cells/<variant>__seed<s>__day<t>.json   one finished cell: its eval metrics
-    results.json, results.md, recall_by_method.png, recall_by_day.png   (``report``)
+    results.json, results.md, recall_by_{method,day,stage}.png   (``report``)
 
 A cell's file is written last and atomically, so an interrupted run resumes at the first
 unfinished cell.
@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from experiments.config import ExperimentConfig, Variant
+from models.config import TrainerConfig
+from pipeline.console import say
 
 
 def _write_json(path: Path, payload: dict[str, Any]) -> None:
@@ -33,7 +35,13 @@ def cell_path(out: Path, variant: str, seed: int, day: int) -> Path:
 
 
 def prepare_log(config: ExperimentConfig, out: Path) -> Path:
-    """Simulates the log once; a resumed run with the same settings reuses it."""
+    """The user's log folder (``data.input_base``), or the simulated log, simulated once (a
+    resumed run with the same settings reuses it)."""
+    data = config.data_config()
+    if data.input_base:
+        if "://" not in data.input_base and not Path(data.input_base).is_dir():
+            raise FileNotFoundError(f"data.input_base: no folder {data.input_base}")
+        return Path(data.input_base)
     from simulator import SimulatorConfig, simulate_once
 
     logs = out / "logs"
@@ -43,22 +51,54 @@ def prepare_log(config: ExperimentConfig, out: Path) -> Path:
         days=config.simulate_days,
         requests_per_day=config.simulate_requests_per_day,
         seed=config.simulate_seed,
+        fmt=data.format,
         progress=True,
     )
     return logs
 
 
-def prepare_day(config: ExperimentConfig, logs: Path, out: Path, day: int) -> dict[str, str]:
-    """Ingestion + Transform of (train window, day); reused when already done."""
+def count_examples(file_pattern: str) -> int:
+    """Requests (one tf.Example each) in Transform's GZIP TFRecord output."""
+    import tensorflow as tf
+
+    files = tf.io.gfile.glob(file_pattern)
+    dataset = tf.data.TFRecordDataset(files, compression_type="GZIP")
+    return int(dataset.reduce(0, lambda count, _: count + 1).numpy())
+
+
+def prepare_day(config: ExperimentConfig, logs: Path, out: Path, day: int) -> dict[str, Any]:
+    """Ingestion + Transform of (train window, day), with the training requests counted;
+    reused when already done."""
     from pipeline.ingest_and_transform import ingest_and_transform
 
     folder = out / "days" / f"day_{day}"
     done = folder / "artifacts.json"
     if done.exists():
         return json.loads(done.read_text())
-    artifacts = ingest_and_transform(logs, folder, config.train_days(day), [day])
+    artifacts: dict[str, Any] = ingest_and_transform(
+        logs, folder, config.train_days(day), [day], data=config.data_config()
+    )
+    train = count_examples(f"{artifacts['transformed_examples']}/Split-train/*")
+    if train == 0:
+        raise RuntimeError(f"day {day}: the training days {config.train_days(day)} hold no request")
+    artifacts["train_requests"] = train
     _write_json(done, artifacts)
     return artifacts
+
+
+def trainer_config(
+    config: ExperimentConfig, seed: int, train_requests: int | None
+) -> dict[str, Any]:
+    """The cell's ``TrainerConfig`` fields: the experiment's, its seed, and with ``passes`` the
+    steps of that many passes over the training requests (full batches, as the authors')."""
+    fields = {**config.trainer, "seed": seed}
+    if config.passes is not None:
+        if not train_requests:
+            raise ValueError("passes needs the number of training requests")
+        batch = TrainerConfig.from_dict(fields).batch_size
+        steps = max(1, int(config.passes * train_requests) // batch)
+        fields.update(train_steps=steps, steps_per_epoch=steps)
+    return fields
 
 
 def run_cell(
@@ -69,11 +109,11 @@ def run_cell(
     import tensorflow_transform as tft
 
     from models import data
-    from models.config import MetricConfig, ModelConfig, TrainerConfig
+    from models.config import MetricConfig, ModelConfig
     from models.trainer import Hyperparameters, fit
 
     tf.keras.backend.clear_session()
-    trainer = TrainerConfig.from_dict({**config.trainer, "seed": seed})
+    trainer = TrainerConfig.from_dict(trainer_config(config, seed, artifacts.get("train_requests")))
     hp = Hyperparameters(
         loss=variant.loss_config(),
         metrics=MetricConfig(),
@@ -86,7 +126,7 @@ def run_cell(
     model, _ = fit(hp, tft_output, train_files, eval_files, validate_each_epoch=False, verbose=0)
     eval_ds = data.input_fn(eval_files, tft_output, trainer.batch_size, shuffle=False, repeat=False)
     results = model.evaluate(eval_ds, return_dict=True, verbose=0)
-    return {name: float(value) for name, value in results.items()}
+    return {"train_steps": trainer.train_steps, **{k: float(v) for k, v in results.items()}}
 
 
 def _run_and_record(
@@ -125,7 +165,7 @@ def run_experiment(config: ExperimentConfig, out: str | Path, workers: int = 1) 
     for number, (variant, seed, day) in enumerate(cells, start=1):
         label = f"[{number}/{len(cells)}] {variant.name} seed {seed} day {day}"
         if cell_path(out, variant.name, seed, day).exists():
-            print(f"{label}: done earlier, skipped", flush=True)
+            say(f"{label}: done earlier, skipped")
         else:
             todo.append((label, variant, seed, day))
     # Ingestion + Transform once per evaluation day, before any training.
@@ -134,10 +174,9 @@ def run_experiment(config: ExperimentConfig, out: str | Path, workers: int = 1) 
 
     def report_cell(label: str, metrics: dict[str, float], seconds: float) -> None:
         elapsed = (time.monotonic() - started) / 60
-        print(
+        say(
             f"{label}: end-to-end recall {metrics[report.HEADLINE]:.4f}"
-            f" ({seconds:.0f} s; {elapsed:.1f} min so far)",
-            flush=True,
+            f" ({seconds:.0f} s; {elapsed:.1f} min so far)"
         )
 
     if workers <= 1:

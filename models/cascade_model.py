@@ -69,9 +69,10 @@ class CascadeModel(tfrs.models.Model):
         self.retrieval = RetrievalStage(vocabulary_sizes, self.model_config)
         self.ranking = RankingStage(vocabulary_sizes, self.model_config)
         self.cascade_loss = losses.get(self.loss_config, num_stages=len(STAGES))
-        # The terms a loss returns depend on the loss: ask it once, on a dummy request.
+        # The terms a loss returns depend on the loss: ask it once, on an all-padding request
+        # (any list layout holds it).
         dummy = tf.zeros([1, list_size])
-        names = sorted(self.cascade_loss([dummy, dummy], dummy, tf.ones([1, list_size])))
+        names = sorted(self.cascade_loss([dummy, dummy], dummy, dummy))
         self.term_trackers = {
             name: tf.keras.metrics.Mean(name=name) for name in names if name != "loss"
         }

@@ -42,6 +42,9 @@ SORT_OPS: tuple[str, ...] = ("neural_sort", "soft_sort")
 # How LCRON computes its top-k probabilities (``models.losses.lcron.IMPLS``, checked by a test).
 LCRON_IMPLS: tuple[str, ...] = ("auto", "dense", "blocked", "dense_xla", "blocked_xla")
 WEIGHTINGS: tuple[str, ...] = ("uwl", "fixed")
+# The baselines as the authors' code computes them ("benchmark", accidents included) or with
+# those accidents fixed ("clean"); see models/losses/baselines.
+BASELINE_VARIANTS: tuple[str, ...] = ("benchmark", "clean")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,8 +65,18 @@ class LossConfig:
       weighting: "uwl" (learnable uncertainty weights, Kendall et al. 2018) or "fixed".
       fixed_weights: per-stage weights of L_single when weighting == "fixed".
       stage_keep: how many items each stage passes downstream, first stage first (RecFlow:
-        30 then 20); the cut-offs of the baselines that need them (RankFlow, ARF, ARF-v2).
-      distill_weight: RankFlow's weight of the distillation from the downstream stage.
+        30 then 20); the baselines' cut-offs: ICC's gates, RankFlow's retrieval top-k, ARF's
+        support sizes (the authors' joint_recall_k / joint_prerank_k / support_m).
+      baseline_variant: "benchmark" (default: the baselines exactly as the authors' code
+        computes them, its accidents included) or "clean" (those accidents fixed; each
+        baseline's docstring lists them). No effect on LCRON.
+      group_size: slots per stage group of the baselines' list layout (the authors': 10);
+        None means list_size // 4, the ingestion's default.
+      arf_tau: ARF / ARF-v2 sort temperature (the authors hard-code 200).
+      lambda_topn / lambda_smooth_fraction: FS-LambdaLoss's rank cut-off and smoothing of
+        the pair discount (the authors run 30 and 0.8).
+      rankflow_alpha: RankFlow's weight of its ranking-order term against the distillation
+        term, total = ... + (1 - alpha) L_distill + alpha L_rank (the authors run 0).
       lcron_impl: how LCRON computes each stage's relaxed top-k (same values and gradients,
         different time and memory; ``benchmarks/loss_bench.py``): "dense" (the [batch, n, n]
         permutation matrices, autodiff), "blocked" (rows in blocks, a hand-derived gradient,
@@ -84,7 +97,12 @@ class LossConfig:
     weighting: str = "uwl"
     fixed_weights: tuple[float, ...] = (1.0, 1.0)
     stage_keep: tuple[int, ...] = (30, 20)
-    distill_weight: float = 1.0
+    baseline_variant: str = "benchmark"
+    group_size: int | None = None
+    arf_tau: float = 200.0
+    lambda_topn: int = 30
+    lambda_smooth_fraction: float = 0.8
+    rankflow_alpha: float = 0.0
     lcron_impl: str = "auto"
     lcron_block_rows: int = 64
 
@@ -93,6 +111,7 @@ class LossConfig:
             ("method", LOSS_METHODS),
             ("sort_op", SORT_OPS),
             ("weighting", WEIGHTINGS),
+            ("baseline_variant", BASELINE_VARIANTS),
             ("lcron_impl", LCRON_IMPLS),
         ):
             value = getattr(self, name)
@@ -159,6 +178,79 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None) -> ModelConfig:
+        return _from_dict(cls, values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+INDEX_KINDS: tuple[str, ...] = ("auto", "brute_force", "scann")
+
+
+@dataclasses.dataclass(frozen=True)
+class IndexConfig:
+    """Retrieval's top-K index, built at export (the SavedModel's signatures are the same for
+    every kind; docs/serving.md has the measurements behind the defaults).
+
+    Attributes:
+      kind: "brute_force" (exact: every item scored, ``tfrs.layers.factorized_top_k.BruteForce``),
+        "scann" (approximate: ``tfrs.layers.factorized_top_k.ScaNN``, a partition tree plus
+        anisotropic quantization and an exact re-scoring of the best candidates), or "auto":
+        ScaNN from ``scann_min_items`` items up, brute force below.
+      scann_min_items: corpus size from which "auto" picks ScaNN.
+      num_leaves: ScaNN partitions; None: about sqrt(items).
+      num_leaves_to_search: partitions searched per query; None: a tenth of ``num_leaves``.
+      dimensions_per_block: embedding dimensions per quantization block (1: the most accurate
+        scoring, 8 bytes per item at 16 dimensions).
+      num_reordering_candidates: best candidates re-scored exactly before the top K is taken
+        (also makes the returned scores exact); None: 10 x K.
+      training_iterations: k-means iterations of the partitioning.
+      recall_queries: queries (from the eval split) on which the export measures the index's
+        recall@K against brute force; the push refuses an index below its recall floor.
+    """
+
+    kind: str = "auto"
+    scann_min_items: int = 250_000
+    num_leaves: int | None = None
+    num_leaves_to_search: int | None = None
+    dimensions_per_block: int = 1
+    num_reordering_candidates: int | None = None
+    training_iterations: int = 12
+    recall_queries: int = 1000
+
+    def __post_init__(self) -> None:
+        if self.kind not in INDEX_KINDS:
+            raise ValueError(f"IndexConfig.kind: unknown {self.kind!r}; known: {INDEX_KINDS}")
+        for name in ("scann_min_items", "dimensions_per_block", "training_iterations"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"IndexConfig.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("num_leaves", "num_leaves_to_search", "num_reordering_candidates"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"IndexConfig.{name} must be >= 1 or None, got {value}")
+        if self.recall_queries < 0:
+            raise ValueError("IndexConfig.recall_queries must be >= 0")
+
+    def resolved_kind(self, num_items: int) -> str:
+        """ "brute_force" or "scann" for a corpus of ``num_items``."""
+        if self.kind != "auto":
+            return self.kind
+        return "scann" if num_items >= self.scann_min_items else "brute_force"
+
+    def scann_params(self, num_items: int, k: int) -> dict[str, int]:
+        """The ScaNN layer's arguments for ``num_items`` items and top ``k``."""
+        leaves = self.num_leaves or max(1, round(num_items**0.5))
+        leaves = min(leaves, num_items)
+        return {
+            "num_leaves": leaves,
+            "num_leaves_to_search": min(leaves, self.num_leaves_to_search or max(1, leaves // 10)),
+            "dimensions_per_block": self.dimensions_per_block,
+            "num_reordering_candidates": self.num_reordering_candidates or 10 * k,
+            "training_iterations": self.training_iterations,
+        }
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any] | None) -> IndexConfig:
         return _from_dict(cls, values)
 
     def to_dict(self) -> dict[str, Any]:

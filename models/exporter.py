@@ -16,6 +16,8 @@ TF Serving (or ``tf.saved_model.load``) can call it with raw request-time featur
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -25,11 +27,15 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from models import features
+from models.config import IndexConfig
 from models.data import ItemCorpus
 from models.ranking_stage import RankingStage
 from models.retrieval_tower import RetrievalStage
 
 STAGES: tuple[str, ...] = ("retrieval", "ranking")
+# The retrieval export's index report (kind, parameters, recall@K vs brute force), beside the
+# SavedModel where TF Serving ignores it and the pusher reads it.
+INDEX_REPORT = Path("assets.extra") / "index.json"
 QUERY_SCALARS: tuple[str, ...] = tuple(
     n for n in features.RETRIEVAL_QUERY_FEATURES if n not in features.SEQUENCE_FEATURES
 )
@@ -166,7 +172,13 @@ def _parse_listwise(examples: tf.Tensor) -> tuple[dict[str, tf.Tensor], dict[str
 
 
 class RetrievalServing(tf.Module):
-    """The retrieval stage with the Transform graph, the item table and a TFRS top-K index."""
+    """The retrieval stage with the Transform graph, the item table and a TFRS top-K index.
+
+    The index (``IndexConfig``): ``BruteForce`` scores every item (exact); ``ScaNN`` searches a
+    partition tree with quantized scores and re-scores its best candidates exactly. Either way
+    ``serving_default`` is the same signature. ``index_report`` says which index was built, how
+    long it took and, when ``recall_queries`` are given, its recall@K against brute force.
+    """
 
     def __init__(
         self,
@@ -175,12 +187,15 @@ class RetrievalServing(tf.Module):
         corpus: ItemCorpus,
         top_k: int,
         index_batch: int = 4096,
+        index: IndexConfig | None = None,
+        recall_queries: np.ndarray | None = None,
     ) -> None:
         super().__init__(name="retrieval_serving")
         self.stage = stage
         self.raw_features = RawFeatures(tf_transform_output)
         self.items = ItemTable(corpus)
         self.top_k = min(int(top_k), len(corpus))
+        index = index or IndexConfig()
         # Candidate embeddings are scaled by 1 / temperature so the index's dot products are
         # the stage's scores.
         embeddings = []
@@ -190,10 +205,50 @@ class RetrievalServing(tf.Module):
             }
             embeddings.append(self._candidate_embedding(chunk))
         candidates = tf.concat(embeddings, axis=0) / stage.temperature
-        self.index = tfrs.layers.factorized_top_k.BruteForce(k=self.top_k)
-        self.index.index(candidates, identifiers=tf.constant(corpus.video_ids, tf.int64))
-        # BruteForce builds its variables on the first call: call it before saving.
+        identifiers = tf.constant(corpus.video_ids, tf.int64)
+        self.index_kind = index.resolved_kind(len(corpus))
+        started = time.perf_counter()
+        if self.index_kind == "scann":
+            params = index.scann_params(len(corpus), self.top_k)
+            self.index = tfrs.layers.factorized_top_k.ScaNN(
+                k=self.top_k, distance_measure="dot_product", **params
+            )
+        else:
+            params = {}
+            self.index = tfrs.layers.factorized_top_k.BruteForce(k=self.top_k)
+        self.index.index(candidates, identifiers=identifiers)
+        # The layers build their state on the first call: call before saving.
         self.index(tf.zeros([1, candidates.shape[-1]]))
+        report: dict[str, Any] = {
+            "kind": self.index_kind,
+            "exact": self.index_kind == "brute_force",
+            "items": len(corpus),
+            "k": self.top_k,
+            "dimensions": int(candidates.shape[-1]),
+            "params": params,
+            "build_seconds": round(time.perf_counter() - started, 3),
+        }
+        if recall_queries is not None and len(recall_queries):
+            report.update(
+                index_recall(self.index, candidates.numpy(), corpus.video_ids, recall_queries)
+            )
+        elif self.index_kind != "brute_force":
+            raise ValueError(
+                "index: an approximate index needs recall_queries to measure its recall at "
+                "export (the push checks it against a floor)"
+            )
+        # A string: tf.Module would track (and try to save) a dict attribute.
+        self._index_report_json = json.dumps(report, sort_keys=True)
+
+    @property
+    def index_report(self) -> dict[str, Any]:
+        """Kind, parameters, build time and (if measured) recall@K of the index."""
+        return json.loads(self._index_report_json)
+
+    def save_options(self) -> tf.saved_model.SaveOptions:
+        """ScaNN's ops live in the ``Scann`` op namespace, which saving must allow."""
+        namespaces = ["Scann"] if self.index_kind == "scann" else None
+        return tf.saved_model.SaveOptions(namespace_whitelist=namespaces)
 
     def _candidate_embedding(self, items: Mapping[str, tf.Tensor]) -> tf.Tensor:
         return self.stage.candidate_tower(self.raw_features(items=items))
@@ -213,7 +268,13 @@ class RetrievalServing(tf.Module):
         @tf.function(input_signature=list(qspecs.values()))
         def serving_default(*args):
             scores, ids = self.index(self._query_embedding(dict(zip(qnames, args, strict=True))))
-            return {"video_id": ids, "scores": scores}
+            # ScaNN's ops leave the shapes unknown: pin them so the signature (what TF Serving
+            # clients see) is the same for every index.
+            shape = [None, self.top_k]
+            return {
+                "video_id": tf.ensure_shape(ids, shape),
+                "scores": tf.ensure_shape(scores, shape),
+            }
 
         @tf.function(input_signature=list(qspecs.values()))
         def query_embedding(*args):
@@ -240,6 +301,70 @@ class RetrievalServing(tf.Module):
             "score": score,
             "serving_tf_example": serving_tf_example,
         }
+
+
+def index_recall(
+    index: tf.keras.layers.Layer,
+    candidates: np.ndarray,
+    video_ids: np.ndarray,
+    queries: np.ndarray,
+    batch: int = 64,
+) -> dict[str, Any]:
+    """Recall@K of ``index`` against brute force over ``queries``.
+
+    For each query the exact top K is computed by scoring every candidate (the brute-force
+    answer); an item the index returns counts as a hit when its exact score reaches the K-th
+    best exact score (so ties at the boundary cannot make an exact index look inexact).
+
+    Args:
+      index: a TFRS top-K layer over ``candidates`` whose identifiers are ``video_ids``.
+      candidates: float32 ``[N, D]`` the indexed embeddings.
+      video_ids: int64 ``[N]`` their identifiers (unique).
+      queries: float32 ``[M, D]`` query embeddings.
+      batch: queries scored at once (bounds the ``[batch, N]`` score matrix).
+
+    Returns:
+      ``recall_at_k`` (mean over queries), ``recall_min`` and ``recall_p10`` (the worst and
+      the 10th percentile query), ``recall_queries`` (M).
+    """
+    order = np.argsort(video_ids)
+    sorted_ids = video_ids[order]
+    per_query = []
+    for start in range(0, len(queries), batch):
+        q = np.asarray(queries[start : start + batch], np.float32)
+        _, got = index(tf.constant(q))
+        got = got.numpy()
+        k = got.shape[1]
+        exact = tf.math.top_k(tf.matmul(q, candidates, transpose_b=True), k).values.numpy()
+        kth = exact[:, -1]
+        positions = np.searchsorted(sorted_ids, got)
+        rows = order[np.minimum(positions, len(order) - 1)]
+        known = sorted_ids[np.minimum(positions, len(order) - 1)] == got
+        true_scores = np.einsum("md,mkd->mk", q, candidates[rows])
+        tolerance = 1e-5 * np.maximum(1.0, np.abs(kth))
+        hits = known & (true_scores >= (kth - tolerance)[:, None])
+        per_query.append(hits.sum(axis=1) / k)
+    recall = np.concatenate(per_query)
+    return {
+        "recall_at_k": round(float(recall.mean()), 5),
+        "recall_min": round(float(recall.min()), 5),
+        "recall_p10": round(float(np.percentile(recall, 10)), 5),
+        "recall_queries": len(recall),
+    }
+
+
+def query_embeddings(stage: RetrievalStage, dataset: tf.data.Dataset, limit: int) -> np.ndarray:
+    """Query embeddings ``[<= limit, D]`` of the requests of a transformed ``dataset``."""
+    chunks, count = [], 0
+    for batch in dataset:
+        if count >= limit:
+            break
+        embedding = stage.query_tower(batch).numpy()[: limit - count]
+        chunks.append(embedding)
+        count += len(embedding)
+    if not chunks:
+        raise ValueError("query_embeddings: the dataset holds no request")
+    return np.concatenate(chunks)
 
 
 class RankingServing(tf.Module):
@@ -285,15 +410,29 @@ def export_stages(
     corpus: ItemCorpus,
     serving_model_dir: str | Path,
     top_k: int,
+    index: IndexConfig | None = None,
+    recall_queries: np.ndarray | None = None,
 ) -> dict[str, Path]:
-    """Saves both stages to ``<serving_model_dir>/{retrieval,ranking}``; returns the folders."""
+    """Saves both stages to ``<serving_model_dir>/{retrieval,ranking}``; returns the folders.
+
+    The retrieval index (``index``, default ``IndexConfig()``) is built here; its report
+    (kind, parameters, build time, recall@K against brute force on ``recall_queries``) is
+    written to ``retrieval/assets.extra/index.json``, where the pusher reads it.
+    """
+    retrieval_module = RetrievalServing(
+        retrieval, tf_transform_output, corpus, top_k, index=index, recall_queries=recall_queries
+    )
     modules = {
-        "retrieval": RetrievalServing(retrieval, tf_transform_output, corpus, top_k),
+        "retrieval": retrieval_module,
         "ranking": RankingServing(ranking, tf_transform_output, corpus),
     }
     out = {}
     for stage, module in modules.items():
         path = Path(serving_model_dir) / stage
-        tf.saved_model.save(module, str(path), signatures=module.signatures())
+        options = module.save_options() if isinstance(module, RetrievalServing) else None
+        tf.saved_model.save(module, str(path), signatures=module.signatures(), options=options)
         out[stage] = path
+    report_path = out["retrieval"] / INDEX_REPORT
+    report_path.parent.mkdir(parents=True, exist_ok=True)
+    report_path.write_text(json.dumps(retrieval_module.index_report, indent=2, sort_keys=True))
     return out

@@ -19,9 +19,9 @@ from typing import Any
 
 import tensorflow as tf
 
-from models import data, distribution, exporter, preprocessing, warm_start
+from models import data, distribution, exporter, preprocessing, progress, warm_start
 from models.cascade_model import CascadeModel
-from models.config import LossConfig, MetricConfig, ModelConfig, TrainerConfig
+from models.config import IndexConfig, LossConfig, MetricConfig, ModelConfig, TrainerConfig
 
 WARM_START_DIR = "warm_start"
 
@@ -35,6 +35,7 @@ class Hyperparameters:
     model: ModelConfig
     trainer: TrainerConfig
     warm_start: bool = False
+    index: IndexConfig = dataclasses.field(default_factory=IndexConfig)
 
     @classmethod
     def from_custom_config(cls, custom_config: dict[str, Any] | None) -> Hyperparameters:
@@ -45,6 +46,7 @@ class Hyperparameters:
             model=ModelConfig.from_dict(config.get("model")),
             trainer=TrainerConfig.from_dict(config.get("trainer")),
             warm_start=bool(config.get("warm_start", False)),
+            index=IndexConfig.from_dict(config.get("index")),
         )
 
 
@@ -132,7 +134,8 @@ def fit(
             ),
             "validation_steps": tc.eval_steps,
         }
-    callbacks = []
+    # Progress records for the console (pipeline.console); plain log lines elsewhere.
+    callbacks = [progress.keras_callback(epochs * steps_per_epoch)]
     if log_dir:
         callbacks.append(tf.keras.callbacks.TensorBoard(log_dir=log_dir, update_freq="epoch"))
     history = model.fit(
@@ -174,9 +177,23 @@ def train_and_export(fn_args: Any) -> TrainedCascade:
         corpus,
         fn_args.serving_model_dir,
         top_k=hp.model.top_k,
+        index=hp.index,
+        recall_queries=recall_queries(model, hp, fn_args.eval_files, tft_output),
     )
     warm_start.save(model, tft_output, Path(fn_args.serving_model_dir) / WARM_START_DIR)
     return TrainedCascade(model, history, export_dirs, corpus)
+
+
+def recall_queries(
+    model: CascadeModel, hp: Hyperparameters, eval_files: Any, tft_output: Any
+) -> Any:
+    """Query embeddings of eval requests on which the export measures its index's recall."""
+    if hp.index.recall_queries == 0:
+        return None
+    dataset = data.input_fn(
+        eval_files, tft_output, hp.trainer.batch_size, shuffle=False, repeat=False
+    )
+    return exporter.query_embeddings(model.retrieval, dataset, hp.index.recall_queries)
 
 
 def run_fn(fn_args: Any) -> None:

@@ -19,8 +19,9 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "simulate": ("simulator.cli", "write simulated RecFlow-schema logs (Parquet/CSV) for D days"),
     "ingest": ("components.recflow_example_gen.cli", "run the Beam ingestion standalone"),
     "run": ("pipeline.run_command", "run the whole TFX pipeline locally (LocalDagRunner)"),
+    "compile": ("pipeline.compile_command", "compile the pipeline for Vertex AI / Kubeflow"),
     "serve": ("serving.cli", "serve the cascade over HTTP (in process or via TF Serving)"),
-    "experiment": ("experiments.cli", "compare loss methods on simulated logs"),
+    "experiment": ("experiments.cli", "compare loss methods on simulated logs or yours"),
     "bench": ("pipeline.bench_command", "run a benchmark script from benchmarks/"),
 }
 

@@ -45,20 +45,49 @@ class DataConfig:
     simulate_seed: int = 7
     simulate_corrupt_fraction: float = 0.002
 
+    def example_gen_options(self) -> dict[str, Any]:
+        """The ingestion's options (``RecFlowExampleGen`` keyword arguments) from this config.
+
+        Every field is either an ingestion option passed here or listed in
+        ``NOT_EXAMPLE_GEN_OPTIONS`` (a test checks it), so a new ingestion option reaches every
+        caller that builds the ExampleGen from a ``DataConfig`` (``lcron experiment --data``).
+        """
+        return {
+            "input_format": self.format,
+            "list_size": self.list_size,
+            "label_mode": self.label_mode,
+        }
+
+
+# DataConfig fields that are not RecFlowExampleGen options: where the files are, how days
+# become splits, and the embedded simulated log.
+NOT_EXAMPLE_GEN_OPTIONS: tuple[str, ...] = (
+    "input_base",
+    "day_pattern",
+    "train_days",
+    "eval_days",
+    "simulate_days",
+    "simulate_requests_per_day",
+    "simulate_seed",
+    "simulate_corrupt_fraction",
+)
+
 
 @dataclasses.dataclass
 class TrainingConfig:
     """Hyperparameters handed to the Trainer through ``custom_config``.
 
-    ``loss``, ``metrics``, ``model`` and ``trainer`` are the dict forms of
-    ``models.config.LossConfig``, ``MetricConfig``, ``ModelConfig`` and ``TrainerConfig``; they
-    are validated against those dataclasses when the configuration is built.
+    ``loss``, ``metrics``, ``model``, ``trainer`` and ``index`` are the dict forms of
+    ``models.config.LossConfig``, ``MetricConfig``, ``ModelConfig``, ``TrainerConfig`` and
+    ``IndexConfig`` (retrieval's top-K index, built at export); they are validated against
+    those dataclasses when the configuration is built.
     """
 
     loss: dict[str, Any] = dataclasses.field(default_factory=dict)
     metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
     model: dict[str, Any] = dataclasses.field(default_factory=dict)
     trainer: dict[str, Any] = dataclasses.field(default_factory=dict)
+    index: dict[str, Any] = dataclasses.field(default_factory=dict)
     warm_start: bool = False
 
 
@@ -78,6 +107,27 @@ class EvaluationConfig:
 
 
 @dataclasses.dataclass
+class PushConfig:
+    """What the pusher requires before it publishes a pair.
+
+    Attributes:
+      min_index_recall: the lowest recall@K (against brute force, measured at export on eval
+        queries) of retrieval's index that may be pushed; an approximate index below it is
+        refused and the push fails.
+      warmup_requests: eval requests written as TF Serving warmup records per stage.
+    """
+
+    min_index_recall: float = 0.95
+    warmup_requests: int = 32
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.min_index_recall <= 1.0:
+            raise ValueError("push.min_index_recall must be in [0, 1]")
+        if not 0 <= self.warmup_requests <= 1000:
+            raise ValueError("push.warmup_requests must be in [0, 1000] (TF Serving's limit)")
+
+
+@dataclasses.dataclass
 class PipelineConfig:
     """Everything a runner needs. ``output_dir`` holds pipeline root, metadata and serving dir."""
 
@@ -87,6 +137,7 @@ class PipelineConfig:
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     training: TrainingConfig = dataclasses.field(default_factory=TrainingConfig)
     evaluation: EvaluationConfig = dataclasses.field(default_factory=EvaluationConfig)
+    push: PushConfig = dataclasses.field(default_factory=PushConfig)
     # Beam: DirectRunner in multi-process mode locally; pass Dataflow/Flink/Spark args unchanged.
     beam_pipeline_args: tuple[str, ...] = (
         "--direct_running_mode=multi_processing",
@@ -100,18 +151,25 @@ class PipelineConfig:
     # --- paths the runners derive --------------------------------------------------------
     @property
     def pipeline_root(self) -> str:
-        return str(Path(self.output_dir) / "pipeline_root")
+        return _join(self.output_dir, "pipeline_root")
 
     @property
     def metadata_path(self) -> str:
-        return str(Path(self.output_dir) / "metadata.sqlite")
+        return _join(self.output_dir, "metadata.sqlite")
 
     @property
     def resolved_serving_dir(self) -> str:
-        return self.serving_dir or str(Path(self.output_dir) / "serving")
+        return self.serving_dir or _join(self.output_dir, "serving")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def _join(base: str, name: str) -> str:
+    """``base/name``; a URI (``gs://b/x``) keeps its ``//``, which ``Path`` would collapse."""
+    if "://" in base:
+        return f"{base.rstrip('/')}/{name}"
+    return str(Path(base) / name)
 
 
 def _validate_training(training: TrainingConfig) -> None:
@@ -120,6 +178,7 @@ def _validate_training(training: TrainingConfig) -> None:
 
     model_config.LossConfig.from_dict(training.loss)
     model_config.MetricConfig.from_dict(training.metrics)
+    model_config.IndexConfig.from_dict(training.index)
     for name, value in (("ModelConfig", training.model), ("TrainerConfig", training.trainer)):
         cls = getattr(model_config, name, None)
         if cls is not None:
@@ -181,9 +240,24 @@ def load_config(
         tree = json.loads(Path(path).read_text())
         if not isinstance(tree, dict):
             raise ValueError(f"config: {path} must hold a JSON object")
+    apply_overrides(tree, overrides)
+    return _build(PipelineConfig, tree, "")
+
+
+def apply_overrides(tree: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
+    """Sets ``dotted.key=value`` strings into a nested dict (values parse as JSON when they can).
+
+    Raises:
+      ValueError: an override is not ``key=value`` or walks through a non-object.
+    """
     for item in overrides or []:
         if "=" not in item:
             raise ValueError(f"config: override {item!r} is not key=value")
         key, value = item.split("=", 1)
         _set_dotted(tree, key.strip(), _parse_value(value))
-    return _build(PipelineConfig, tree, "")
+    return tree
+
+
+def data_config(values: dict[str, Any] | None) -> DataConfig:
+    """A ``DataConfig`` from a dict of its fields; unknown keys fail by name (``data.<key>``)."""
+    return _build(DataConfig, dict(values or {}), "data.")

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from data import DATA_DIR
+from pipeline.config import DataConfig
 
 
 def _only(pattern: str) -> str:
@@ -28,10 +29,18 @@ def ingest_and_transform(
     train_days: Sequence[int],
     eval_days: Sequence[int],
     *,
-    input_format: str = "parquet",
+    data: DataConfig | None = None,
     beam_pipeline_args: Sequence[str] = (),
 ) -> dict[str, str]:
     """Runs the three components once into ``out``; returns the artifact folders.
+
+    Args:
+      input_base: folder of the daily logs.
+      out: where the pipeline root and its ML Metadata go.
+      train_days / eval_days: the days of the ``train`` and ``eval`` splits.
+      data: the ingestion's options (format, day pattern, list size, label mode, ...) as
+        ``lcron run`` reads them; None means the defaults (the simulator's Parquet days).
+      beam_pipeline_args: passed to the Beam-powered components.
 
     Returns:
       {"examples": raw list-wise examples, "transformed_examples": Transform's output,
@@ -42,11 +51,12 @@ def ingest_and_transform(
     from components.recflow_example_gen import RecFlowExampleGen, day_splits
     from models.code_version import code_version
 
+    data = data or DataConfig()
     out = Path(out)
     example_gen = RecFlowExampleGen(
         input_base=str(input_base),
-        input_config=day_splits(train_days, eval_days),
-        input_format=input_format,
+        input_config=day_splits(train_days, eval_days, data.day_pattern),
+        **data.example_gen_options(),
     ).with_id("RecFlowExampleGen")
     schema = tfx.components.ImportSchemaGen(schema_file=str(DATA_DIR / "schema.pbtxt")).with_id(
         "ImportSchemaGen"

@@ -22,6 +22,7 @@ def hyperparameters(config: PipelineConfig) -> dict[str, Any]:
         "metrics": dict(training.metrics),
         "model": dict(training.model),
         "trainer": dict(training.trainer),
+        "index": dict(training.index),
     }
 
 
@@ -32,15 +33,20 @@ def create_from_config(
     train_days: Sequence[int],
     eval_days: Sequence[int],
     metadata_connection_config: Any,
+    schema_path: str = str(SCHEMA_PATH),
 ):
-    """``create_pipeline`` with every other argument taken from ``config`` (all runners)."""
+    """``create_pipeline`` with every other argument taken from ``config`` (all runners).
+
+    ``schema_path`` is the curated schema as the components see it (another path inside a
+    container image).
+    """
     from pipeline.pipeline import create_pipeline
 
     return create_pipeline(
         pipeline_name=config.pipeline_name,
         pipeline_root=config.pipeline_root,
         input_base=input_base,
-        schema_path=str(SCHEMA_PATH),
+        schema_path=schema_path,
         serving_dir=config.resolved_serving_dir,
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=config.beam_pipeline_args,
@@ -55,6 +61,8 @@ def create_from_config(
         recall_floor=config.evaluation.recall_floor,
         max_regression=config.evaluation.max_regression,
         slice_features=config.evaluation.slice_features,
+        min_index_recall=config.push.min_index_recall,
+        warmup_requests=config.push.warmup_requests,
         enable_cache=config.enable_cache,
     )
 
@@ -131,6 +139,16 @@ def format_summary(result: dict[str, Any]) -> str:
             lines.append(f"  {stage}: {Path(result['serving_dir']) / info['path']}")
     else:
         lines.append(f"serving: nothing pushed yet under {result['serving_dir']}")
-    if result.get("ingestion"):
-        lines.append(f"ingestion: {json.dumps(result['ingestion'])}")
+    ingestion = result.get("ingestion")
+    if ingestion:
+        lines.append(
+            f"ingestion: {ingestion['rows_read']:,} rows read, {ingestion['rows_in_examples']:,}"
+            f" in examples, {ingestion['rows_dead_lettered']:,} dead-lettered,"
+            f" {ingestion['rows_not_in_examples']:,} left out;"
+            f" {ingestion['requests_written']:,} requests written"
+        )
+        reasons = sorted(ingestion.get("dead_letter_reasons", {}).items(), key=lambda kv: -kv[1])
+        if reasons:
+            top = ", ".join(f"{reason} {count:,}" for reason, count in reasons[:3])
+            lines.append(f"  top dead-letter reasons: {top}")
     return "\n".join(lines)

@@ -44,6 +44,8 @@ def create_pipeline(
     recall_floor: float = 0.5,
     max_regression: float = 0.01,
     slice_features: Sequence[str] = ("gender",),
+    min_index_recall: float = 0.95,
+    warmup_requests: int = 32,
     enable_cache: bool = True,
 ) -> tfx.dsl.Pipeline:
     """Builds the pipeline.
@@ -63,11 +65,15 @@ def create_pipeline(
         ``"all_stage/2024-01-{day:02d}.feather"`` for a RecFlow download).
       list_size: candidates per request in the list-wise example.
       label_mode: "ground_truth" or "feedback".
-      hyperparameters: ``{"loss": ..., "metrics": ..., "model": ..., "trainer": ...}`` dicts
-        of the ``models.config`` dataclasses, handed to the Trainer through custom_config.
+      hyperparameters: ``{"loss": ..., "metrics": ..., "model": ..., "trainer": ...,
+        "index": ...}`` dicts of the ``models.config`` dataclasses, handed to the Trainer
+        through custom_config.
       warm_start: start training from the latest blessed model.
       recall_floor / max_regression: the blessing rule (see ``CascadeEvaluator``).
       slice_features: context features the evaluation is sliced by.
+      min_index_recall: the pusher refuses a retrieval index whose recall@K against brute force
+        (measured at export) is below this.
+      warmup_requests: eval requests written as TF Serving warmup records.
       enable_cache: reuse results of unchanged components.
     """
     hyperparameters = dict(hyperparameters or {})
@@ -133,6 +139,8 @@ def create_pipeline(
         evaluation=evaluator.outputs["evaluation"],
         serving_dir=serving_dir,
         eval_split="eval",
+        warmup_requests=warmup_requests,
+        min_index_recall=min_index_recall,
     ).with_id("CascadePusher")
 
     return tfx.dsl.Pipeline(

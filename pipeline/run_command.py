@@ -35,11 +35,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="Beam pipeline arg, e.g. --beam-arg=--runner=DataflowRunner (repeatable; replaces"
         " the local default)",
     )
-    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.add_argument(
+        "--json", action="store_true", help="print only the summary, as JSON, on stdout"
+    )
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="stream every log record (absl, TFX, Beam) to stderr instead of the log file",
+    )
 
 
-def simulated_logs(config: PipelineConfig) -> str:
-    """Simulates the embedded default log once; later runs with the same settings reuse it."""
+def simulate_default_log(config: PipelineConfig, progress: bool = True) -> tuple[str, str]:
+    """Simulates the embedded default log once; later runs with the same settings reuse it.
+
+    Returns:
+      (the log folder, what happened: simulated or reused, for the console).
+    """
     from simulator import SimulatorConfig, simulate_once
 
     data = config.data
@@ -52,13 +63,18 @@ def simulated_logs(config: PipelineConfig) -> str:
         seed=data.simulate_seed,
         fmt=data.format,
         corrupt_fraction=data.simulate_corrupt_fraction,
-        progress=True,
+        progress=progress,
     )
-    state = "simulated" if written else "reusing the simulated"
+    state = "simulated" if written else "reused the simulated"
     days, requests = data.simulate_days, data.simulate_requests_per_day
-    # stderr: stdout carries the summary (JSON with --json).
-    print(f"{state} log of {days} days x {requests} requests", file=sys.stderr)
-    return str(out)
+    return str(out), f"{state} log of {days} days x {requests:,} requests in {out}"
+
+
+def simulated_logs(config: PipelineConfig) -> str:
+    """The embedded default log's folder, simulated on first use (the notebook's entry)."""
+    folder, what = simulate_default_log(config)
+    print(what, file=sys.stderr)  # stderr: stdout carries results
+    return folder
 
 
 def run(args: argparse.Namespace) -> int:
@@ -75,16 +91,40 @@ def run(args: argparse.Namespace) -> int:
         print(f"lcron run: {err}", file=sys.stderr)
         return 2
 
-    from pipeline import local_runner
+    from pipeline import console, local_runner, outcomes, report
+    from pipeline.graph import task_graph
 
+    def describe(node_id: str) -> str:
+        return outcomes.describe(
+            outcomes.node_outcome(config.metadata_path, config.pipeline_name, node_id)
+        )
+
+    simulate = not config.data.input_base
+    steps = len(task_graph(warm_start=config.training.warm_start)) + 1 + int(simulate)
     started = time.monotonic()
-    input_base = config.data.input_base or simulated_logs(config)
-    local_runner.run(config, input_base)
-    result = local_runner.summary(config)
-    result["wall_time_s"] = round(time.monotonic() - started, 1)
+    with console.session(
+        "run", config.output_dir, verbose=args.verbose, describe=describe, steps=steps
+    ) as ui:
+        input_base = config.data.input_base
+        if simulate:
+            with ui.step("simulate") as step:
+                # tqdm's bar only where it is seen: with --verbose, on the terminal.
+                input_base, step["detail"] = simulate_default_log(config, args.verbose)
+        local_runner.run(config, input_base)
+        result = local_runner.summary(config)
+        result["wall_time_s"] = round(time.monotonic() - started, 1)
+        result["log_file"] = str(ui.log_path) if ui.log_path else None
+        with ui.step("report") as step:
+            result["report"] = str(report.write_report(config, result))
+            step["detail"] = result["report"]
+    if ui.failed:
+        return 1
     if args.json:
         print(json.dumps(result, indent=2))
     else:
         print(local_runner.format_summary(result))
         print(f"wall time: {result['wall_time_s']} s")
+        print(f"report: {result['report']}")
+        if result["log_file"]:
+            print(f"full log: {result['log_file']}")
     return 0

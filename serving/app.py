@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
+import orjson
 import pydantic
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -30,7 +31,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from models import features
-from serving.backends import Backend, BackendError
+from serving.backends import Backend, BackendError, CascadeResult, ModelPair, StageError
 from serving.metrics import ServiceMetrics
 from serving.registry import PairRegistry
 
@@ -137,6 +138,33 @@ def build_query(user: User, now_ms: int | None = None) -> dict[str, np.ndarray]:
         row[0, : len(values)] = values
         query[name] = row
     return query
+
+
+def encode_items(result: CascadeResult, k: int, pair: ModelPair) -> bytes:
+    """The JSON answer: the ``k`` best items by ranking score (ties keep retrieval's order)."""
+    scores = result.ranking_scores
+    # Stable sort on the negated score: equal scores keep retrieval's order.
+    order = np.argsort(-scores, kind="stable")[:k]
+    items = [
+        {
+            "video_id": video_id,
+            "retrieval_score": retrieval_score,
+            "retrieval_rank": rank + 1,
+            "ranking_score": ranking_score,
+            "ranking_rank": position + 1,
+        }
+        for position, (rank, video_id, retrieval_score, ranking_score) in enumerate(
+            zip(
+                order.tolist(),
+                result.video_id[order].tolist(),
+                result.retrieval_scores[order].tolist(),
+                scores[order].tolist(),
+                strict=True,
+            )
+        )
+    ]
+    versions = {stage: info["version"] for stage, info in pair.stages.items()}
+    return orjson.dumps({"items": items, "versions": {"pair": pair.version, **versions}})
 
 
 def _field_name(loc: Sequence[Any]) -> str:
@@ -305,51 +333,30 @@ def create_app(config: ServiceConfig, backend: Backend) -> FastAPI:
         if pair is None:
             metrics.errors.labels("request", "unavailable").inc()
             raise UnavailableError(f"no model pair loaded yet ({registry.last_error})")
-        stage = "retrieval"
         try:
-            t0 = time.perf_counter()
-            video_id, retrieval_scores = await pair.retrieve(query)
-            t1 = time.perf_counter()
-            keep = video_id[0, : config.k1] != features.PAD_ID
-            candidates = video_id[:, : config.k1][:, keep]
-            retrieval_scores = retrieval_scores[:, : config.k1][:, keep]
-            stage = "ranking"
-            ranking_scores = await pair.rank(query, candidates)
-            t2 = time.perf_counter()
-            if not np.all(np.isfinite(ranking_scores)):
-                raise BackendError("ranking: non-finite scores")
-        except Exception as err:  # any backend failure is a 503, never a crash
-            metrics.errors.labels(stage, "backend").inc()
-            if not isinstance(err, BackendError):
-                log.exception("%s stage failed", stage)
-            raise UnavailableError(f"{stage} stage failed: {err}") from err
-        metrics.latency.labels("retrieval").observe(t1 - t0)
-        metrics.latency.labels("ranking").observe(t2 - t1)
+            result = await pair.cascade(query, config.k1)
+            if not np.all(np.isfinite(result.ranking_scores)):
+                raise StageError("ranking", BackendError("non-finite scores"))
+        except StageError as err:  # any backend failure is a 503, never a crash
+            metrics.errors.labels(err.stage, "backend").inc()
+            if not isinstance(err.error, BackendError):
+                log.error("%s stage failed", err.stage, exc_info=err.error)
+            raise UnavailableError(f"{err.stage} stage failed: {err.error}") from err
+        timings = result.timings_ms
+        metrics.latency.labels("retrieval").observe(timings["retrieval"] / 1e3)
+        metrics.latency.labels("ranking").observe(timings["ranking"] / 1e3)
+        metrics.queue.observe(timings["queue"] / 1e3)
+        metrics.batch_size.observe(timings["batch"])
 
-        scores = ranking_scores[0]
-        # Best ranking score first; ties keep retrieval's order (lexsort: last key is primary).
-        order = np.lexsort((np.arange(len(scores)), -scores))[: request.k]
-        items = [
-            {
-                "video_id": int(candidates[0, i]),
-                "retrieval_score": float(retrieval_scores[0, i]),
-                "retrieval_rank": int(i) + 1,
-                "ranking_score": float(scores[i]),
-                "ranking_rank": rank + 1,
-            }
-            for rank, i in enumerate(order)
-        ]
-        versions = {stage: info["version"] for stage, info in pair.stages.items()}
+        body = encode_items(result, request.k, pair)
         total = time.perf_counter() - started
         metrics.latency.labels("end_to_end").observe(total)
         timing = (
-            f"retrieval;dur={(t1 - t0) * 1e3:.3f}, ranking;dur={(t2 - t1) * 1e3:.3f}, "
-            f"total;dur={total * 1e3:.3f}"
+            f"queue;dur={timings['queue']:.3f}, retrieval;dur={timings['retrieval']:.3f}, "
+            f"ranking;dur={timings['ranking']:.3f}, total;dur={total * 1e3:.3f}, "
+            f'batch;desc="{int(timings["batch"])}"'
         )
-        return JSONResponse(
-            {"items": items, "versions": {"pair": pair.version, **versions}},
-            headers={"Server-Timing": timing},
-        )
+        return Response(body, media_type="application/json", headers={"Server-Timing": timing})
 
     @app.get("/healthz")
     async def healthz() -> Response:

@@ -19,7 +19,10 @@ from __future__ import annotations
 import abc
 import asyncio
 import concurrent.futures
+import dataclasses
 import functools
+import logging
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -27,8 +30,11 @@ from urllib.parse import urlparse
 
 import numpy as np
 
+from models import features
 from serving import manifest as manifest_lib
 from serving.batching import MicroBatcher
+
+log = logging.getLogger(__name__)
 
 SERVING_DEFAULT = "serving_default"
 # Output names of serving_default per stage (docs/signatures.md).
@@ -47,6 +53,25 @@ def _check_outputs(
     if missing:
         raise BackendError(f"{stage}: response lacks output(s) {missing}; got {sorted(outputs)}")
     return {n: np.asarray(outputs[n]) for n in names}
+
+
+@dataclasses.dataclass(frozen=True)
+class CascadeResult:
+    """One request's pass through both stages.
+
+    Attributes:
+      video_id: int64 ``[N]`` retrieval's top-K1 (padding dropped), in retrieval's order.
+      retrieval_scores: float32 ``[N]`` retrieval's scores of those items.
+      ranking_scores: float32 ``[N]`` ranking's scores of those items.
+      timings_ms: how long each step took for this request: ``retrieval``, ``ranking`` (the
+        stage calls of the batch it ran in), ``queue`` (waiting for a batch slot; 0 for remote
+        backends) and ``batch`` (requests in that batch).
+    """
+
+    video_id: np.ndarray
+    retrieval_scores: np.ndarray
+    ranking_scores: np.ndarray
+    timings_ms: dict[str, float]
 
 
 class ModelPair(abc.ABC):
@@ -78,9 +103,45 @@ class ModelPair(abc.ABC):
             raise BackendError(f"ranking: scores shape {scores.shape} != {video_id.shape}")
         return scores
 
+    async def cascade(self, query: dict[str, np.ndarray], k1: int) -> CascadeResult:
+        """Retrieval's top-``k1`` for one request (batch of 1), re-scored by ranking.
+
+        Raises:
+          StageError: a stage failed (``stage`` names it).
+        """
+        t0 = time.perf_counter()
+        try:
+            video_id, retrieval_scores = await self.retrieve(query)
+        except Exception as err:
+            raise StageError("retrieval", err) from err
+        t1 = time.perf_counter()
+        keep = video_id[0, :k1] != features.PAD_ID
+        candidates = video_id[:, :k1][:, keep]
+        try:
+            ranking_scores = await self.rank(query, candidates)
+        except Exception as err:
+            raise StageError("ranking", err) from err
+        t2 = time.perf_counter()
+        timings = {"queue": 0.0, "retrieval": (t1 - t0) * 1e3, "ranking": (t2 - t1) * 1e3}
+        return CascadeResult(
+            candidates[0],
+            retrieval_scores[0, :k1][keep],
+            ranking_scores[0],
+            {**timings, "batch": 1.0},
+        )
+
     def describe(self) -> dict[str, Any]:
         """What ``GET /v1/models`` shows for this pair."""
         return {"version": self.version, "stages": self.stages}
+
+
+class StageError(RuntimeError):
+    """A stage of ``ModelPair.cascade`` failed; ``stage`` is "retrieval" or "ranking"."""
+
+    def __init__(self, stage: str, error: BaseException) -> None:
+        super().__init__(f"{stage}: {error}")
+        self.stage = stage
+        self.error = error
 
 
 class Backend(abc.ABC):
@@ -107,73 +168,225 @@ class Backend(abc.ABC):
 
 
 class _InProcessPair(ModelPair):
-    def __init__(self, version, stages, signatures, executor, max_batch: int) -> None:
+    """Both signatures in this process; requests micro-batched into one pass per batch.
+
+    ``cascade`` runs a whole batch through both stages in one executor job: the query tensors
+    are built once and fed to retrieval, retrieval's top-K1 goes to ranking as it is (no trip
+    through the event loop between the stages), and each stage is one signature call of
+    ``[B, ...]``. ``retrieve`` / ``rank`` batch each stage on its own (probes, other callers).
+    """
+
+    def __init__(self, version, stages, signatures, executor, max_batch: int, max_inflight: int):
         super().__init__(version, stages)
         self._signatures = signatures  # stage -> concrete serving_default function
-        # One batcher per stage, owned by the pair: a swapped-out pair drains its own queue.
+        self._executor = executor
+        self._max_batch = max_batch
+        self._max_inflight = max_inflight
+        # Batchers are owned by the pair: a swapped-out pair drains its own queues.
         self.batchers = {
-            stage: MicroBatcher(functools.partial(self._call, stage), executor, max_batch)
+            stage: MicroBatcher(
+                functools.partial(self._call, stage), executor, max_batch, max_inflight
+            )
             for stage in signatures
         }
+        self.cascade_batchers: dict[int, MicroBatcher] = {}  # k1 -> batcher
 
-    def _call(self, stage: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def _tensors(self, stage: str, inputs: Mapping[str, Any]) -> dict[str, Any]:
         import tensorflow as tf
 
-        fn = self._signatures[stage]
-        names = fn.structured_input_signature[1]
+        names = self._signatures[stage].structured_input_signature[1]
         missing = sorted(set(names) - set(inputs))
         if missing:
             raise BackendError(f"{stage}: serving_default needs inputs {missing} we do not send")
+        return {k: v if tf.is_tensor(v) else tf.constant(v) for k, v in inputs.items()}
+
+    def _run(self, stage: str, tensors: dict[str, Any]) -> dict[str, Any]:
+        import tensorflow as tf
+
         try:
-            outputs = fn(**{k: tf.constant(inputs[k]) for k in names})
-            return {k: v.numpy() for k, v in outputs.items()}
+            return self._signatures[stage](**tensors)
         except (tf.errors.OpError, ValueError, TypeError) as err:
             raise BackendError(f"{stage}: {type(err).__name__}: {err}") from err
+
+    def _call(self, stage: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        outputs = self._run(stage, self._tensors(stage, inputs))
+        return {k: v.numpy() for k, v in outputs.items()}
 
     async def _predict(self, stage, inputs, output_names):
         outputs = await self.batchers[stage](inputs)
         return _check_outputs(stage, outputs, output_names)
 
+    def _cascade_batch(self, k1: int, query: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Both stages over a batch ``query`` ``[B, ...]`` (runs in the executor)."""
+        import tensorflow as tf
+
+        started = time.perf_counter()
+        batch = len(query["user_id"])
+        try:
+            tensors = self._tensors("retrieval", query)
+            retrieved = _check_outputs(
+                "retrieval", self._run("retrieval", tensors), RETRIEVAL_OUTPUTS
+            )
+        except Exception as err:
+            raise StageError("retrieval", err) from err
+        t1 = time.perf_counter()
+        video_id = retrieved["video_id"][:, :k1].astype(np.int64)
+        retrieval_scores = retrieved["scores"][:, :k1].astype(np.float32)
+        valid = video_id != features.PAD_ID
+        try:
+            if valid.all():
+                ranked = self._run("ranking", {**tensors, "video_id": tf.constant(video_id)})
+                ranking_scores = _check_outputs("ranking", ranked, RANKING_OUTPUTS)["scores"]
+            else:  # a corpus smaller than K1: rank each request's real candidates only
+                ranking_scores = np.full(video_id.shape, np.nan, np.float32)
+                for row in range(batch):
+                    inputs = {k: v[row : row + 1] for k, v in query.items()}
+                    inputs["video_id"] = video_id[row : row + 1, valid[row]]
+                    scores = self._call("ranking", inputs)["scores"]
+                    ranking_scores[row, valid[row]] = scores[0]
+            ranking_scores = np.asarray(ranking_scores, np.float32)
+            if ranking_scores.shape != video_id.shape:
+                raise BackendError(
+                    f"ranking: scores shape {ranking_scores.shape} != {video_id.shape}"
+                )
+        except Exception as err:
+            raise StageError("ranking", err) from err
+        t2 = time.perf_counter()
+        per_request = np.ones(batch)
+        return {
+            "video_id": video_id,
+            "retrieval_scores": retrieval_scores,
+            "ranking_scores": ranking_scores,
+            "valid": valid,
+            "started": per_request * started,
+            "retrieval_ms": per_request * (t1 - started) * 1e3,
+            "ranking_ms": per_request * (t2 - t1) * 1e3,
+            "batch": per_request * batch,
+        }
+
+    async def cascade(self, query: dict[str, np.ndarray], k1: int) -> CascadeResult:
+        batcher = self.cascade_batchers.get(k1)
+        if batcher is None:
+            batcher = MicroBatcher(
+                functools.partial(self._cascade_batch, k1),
+                self._executor,
+                self._max_batch,
+                self._max_inflight,
+            )
+            self.cascade_batchers[k1] = batcher
+        enqueued = time.perf_counter()
+        out = await batcher(query)
+        keep = out["valid"][0]
+        timings = {
+            "queue": max(0.0, (float(out["started"][0]) - enqueued) * 1e3),
+            "retrieval": float(out["retrieval_ms"][0]),
+            "ranking": float(out["ranking_ms"][0]),
+            "batch": float(out["batch"][0]),
+        }
+        return CascadeResult(
+            out["video_id"][0][keep],
+            out["retrieval_scores"][0][keep],
+            out["ranking_scores"][0][keep],
+            timings,
+        )
+
 
 class InProcessBackend(Backend):
-    """Both SavedModels loaded with ``tf.saved_model.load`` in this process (no TF Serving)."""
+    """Both SavedModels loaded with ``tf.saved_model.load`` in this process (no TF Serving).
+
+    Args:
+      max_batch: most requests one batch serves (``serving.batching``; 1 disables batching).
+      max_inflight: batches running at once, each on its own worker thread. While they run,
+        new requests queue and leave together as the next batch: a lone request never waits.
+      intra_op_threads / inter_op_threads: TensorFlow's thread pools (None: TensorFlow's
+        default, one per core). Applied when this process has not run TensorFlow yet.
+    """
 
     name = "inprocess"
 
-    def __init__(self, threads: int = 4, max_batch: int = 32) -> None:
-        """Args: threads: TF calls at once (loads included); max_batch: most requests one
-        signature call serves (``serving.batching``; 1 disables batching)."""
+    def __init__(
+        self,
+        max_batch: int = 32,
+        max_inflight: int = 1,
+        intra_op_threads: int | None = None,
+        inter_op_threads: int | None = None,
+    ) -> None:
+        if max_batch < 1 or max_inflight < 1:
+            raise ValueError("max_batch and max_inflight must be >= 1")
         self.max_batch = max_batch
+        self.max_inflight = max_inflight
+        self.threads = (intra_op_threads, inter_op_threads)
         self._executor = concurrent.futures.ThreadPoolExecutor(
-            max_workers=threads, thread_name_prefix="lcron-tf"
+            max_workers=max_inflight, thread_name_prefix="lcron-tf"
         )
+        # Loads run on their own thread: a hot swap must not stall the requests being served.
+        self._loader = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="lcron-load"
+        )
+
+    async def start(self) -> None:
+        configure_tf_threads(*self.threads)
 
     def _load(self, serving_dir: Path, manifest: dict[str, Any]) -> _InProcessPair:
         import tensorflow as tf
+
+        from serving import custom_ops
 
         signatures, stages = {}, {}
         for stage in manifest_lib.STAGES:
             entry = manifest["stages"][stage]
             path = serving_dir / entry["path"]
             try:
+                custom_ops.load_for(path)
                 model = tf.saved_model.load(str(path))
                 signatures[stage] = model.signatures[SERVING_DEFAULT]
             except (OSError, KeyError, ValueError, tf.errors.OpError) as err:
                 raise BackendError(f"{stage}: cannot load {path}: {err}") from err
             stages[stage] = {"model_name": entry["model_name"], "version": int(entry["version"])}
             stages[stage]["path"] = str(path)
+            if "index" in entry:
+                stages[stage]["index"] = entry["index"]
         return _InProcessPair(
-            int(manifest["version"]), stages, signatures, self._executor, self.max_batch
+            int(manifest["version"]),
+            stages,
+            signatures,
+            self._executor,
+            self.max_batch,
+            self.max_inflight,
         )
 
     async def load_pair(self, serving_dir, manifest):
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
-            self._executor, functools.partial(self._load, Path(serving_dir), manifest)
+            self._loader, functools.partial(self._load, Path(serving_dir), manifest)
         )
 
     async def aclose(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self._loader.shutdown(wait=False, cancel_futures=True)
+
+
+def configure_tf_threads(intra_op: int | None, inter_op: int | None) -> None:
+    """Sets TensorFlow's intra-/inter-op pool sizes if given and still possible.
+
+    TensorFlow fixes them when its runtime starts; in a process that already ran TensorFlow
+    (a test process) a different request is logged and ignored.
+    """
+    import tensorflow as tf
+
+    threading_config = tf.config.threading
+    for value, getter, setter in (
+        (intra_op, threading_config.get_intra_op_parallelism_threads,
+         threading_config.set_intra_op_parallelism_threads),
+        (inter_op, threading_config.get_inter_op_parallelism_threads,
+         threading_config.set_inter_op_parallelism_threads),
+    ):  # fmt: skip
+        if value is None or getter() == value:
+            continue
+        try:
+            setter(value)
+        except RuntimeError as err:
+            log.warning("TensorFlow thread pools already fixed; keeping them (%s)", err)
 
 
 # --- TF Serving ------------------------------------------------------------------------------
@@ -353,7 +566,13 @@ class TFServingGrpcBackend(_TFServingBackend):
 
 
 def make_backend(
-    kind: str, tfserving_url: str | None = None, timeout_s: float = 5.0, max_batch: int = 32
+    kind: str,
+    tfserving_url: str | None = None,
+    timeout_s: float = 5.0,
+    max_batch: int = 32,
+    max_inflight: int = 1,
+    intra_op_threads: int | None = None,
+    inter_op_threads: int | None = None,
 ) -> Backend:
     """Backend by CLI name.
 
@@ -362,10 +581,11 @@ def make_backend(
       tfserving_url: for "tfserving": ``http(s)://host:8501`` selects the REST API,
         ``grpc://host:8500`` the gRPC PredictionService.
       timeout_s: per-call timeout of the TF Serving clients.
-      max_batch: in-process micro-batching limit (1 disables it); TF Serving batches itself.
+      max_batch / max_inflight / intra_op_threads / inter_op_threads: the in-process backend's
+        batching and TensorFlow threads (``InProcessBackend``); TF Serving batches itself.
     """
     if kind == "inprocess":
-        return InProcessBackend(max_batch=max_batch)
+        return InProcessBackend(max_batch, max_inflight, intra_op_threads, inter_op_threads)
     if kind != "tfserving":
         raise ValueError(f"backend: unknown {kind!r}; choose 'inprocess' or 'tfserving'")
     if not tfserving_url:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 
 
@@ -35,29 +36,56 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=32,
         help="inprocess: most concurrent requests served by one signature call (1: no batching)",
     )
+    parser.add_argument(
+        "--max-inflight",
+        type=int,
+        default=1,
+        help="inprocess: batches running at once; requests arriving meanwhile form the next "
+        "batch (no added wait at low load)",
+    )
+    parser.add_argument(
+        "--intra-op-threads",
+        type=int,
+        default=None,
+        help="inprocess: TensorFlow intra-op threads (default: TensorFlow's, one per core)",
+    )
+    parser.add_argument(
+        "--inter-op-threads",
+        type=int,
+        default=None,
+        help="inprocess: TensorFlow inter-op threads (default: TensorFlow's, one per core)",
+    )
     parser.add_argument("--timeout", type=float, default=5.0, help="TF Serving call timeout, s")
     parser.add_argument("--log-level", default="info")
 
 
 def run(args: argparse.Namespace) -> int:
+    # Usage errors first (on stderr), before the slow imports.
+    if args.max_batch < 1 or args.max_inflight < 1:
+        print("lcron serve: error: --max-batch and --max-inflight must be >= 1", file=sys.stderr)
+        return 2
+    if args.k1 < 1 or (args.max_k is not None and not 1 <= args.max_k <= args.k1):
+        print("lcron serve: error: need --k1 >= 1 and 1 <= --max-k <= --k1", file=sys.stderr)
+        return 2
+
     import uvicorn
 
     from serving.app import ServiceConfig, create_app
     from serving.backends import make_backend
 
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s %(message)s")
-    if args.max_batch < 1:
-        print("error: --max-batch must be >= 1")
-        return 2
-    if args.k1 < 1 or (args.max_k is not None and not 1 <= args.max_k <= args.k1):
-        print("error: need --k1 >= 1 and 1 <= --max-k <= --k1")
-        return 2
     try:
         backend = make_backend(
-            args.backend, args.tfserving_url, timeout_s=args.timeout, max_batch=args.max_batch
+            args.backend,
+            args.tfserving_url,
+            timeout_s=args.timeout,
+            max_batch=args.max_batch,
+            max_inflight=args.max_inflight,
+            intra_op_threads=args.intra_op_threads,
+            inter_op_threads=args.inter_op_threads,
         )
     except ValueError as err:
-        print(f"error: {err}")
+        print(f"lcron serve: error: {err}", file=sys.stderr)
         return 2
     config = ServiceConfig(
         serving_dir=Path(args.serving_dir),

@@ -59,7 +59,10 @@ def _check_version(version: Any) -> int:
 
 
 def write_manifest(
-    serving_dir: str | Path, version: int, metrics: dict[str, Any] | None = None
+    serving_dir: str | Path,
+    version: int,
+    metrics: dict[str, Any] | None = None,
+    stage_info: dict[str, dict[str, Any]] | None = None,
 ) -> Path:
     """Publishes ``version`` as the pair in service (the push's commit point).
 
@@ -68,6 +71,8 @@ def write_manifest(
       version: the paired version (an integer, TF Serving's convention).
       metrics: optional evaluation figures to record (JSON-serializable; numpy scalars are
         converted).
+      stage_info: optional extra fields per stage, e.g. ``{"retrieval": {"index": {...}}}``
+        (the retrieval index's kind and recall@K measured at export).
 
     Returns:
       The manifest path.
@@ -87,6 +92,11 @@ def write_manifest(
                 "the manifest is written only after both stages are in place"
             )
         stages[stage] = {"model_name": stage, "version": version, "path": f"{stage}/{version}"}
+        extra = (stage_info or {}).get(stage, {})
+        clash = sorted(set(extra) & set(stages[stage]))
+        if clash:
+            raise ValueError(f"stage_info.{stage}: may not override {clash}")
+        stages[stage].update(extra)
     manifest = {
         "version": version,
         "stages": stages,

@@ -6,6 +6,8 @@ Each service instance owns its ``CollectorRegistry`` so several services (tests)
 - ``lcron_errors_total{stage, kind}``: errors; stage in retrieval|ranking|request|reload, kind in
   validation|backend|unavailable|reload.
 - ``lcron_latency_seconds{stage}``: histogram per stage (retrieval, ranking) and end_to_end.
+- ``lcron_queue_seconds``: time a request waited for a batch slot (in-process backend).
+- ``lcron_batch_size``: requests per batch that requests ran in (in-process backend).
 - ``lcron_pair_version``: the paired version in service; ``lcron_reloads_total{outcome}``.
 """
 
@@ -18,6 +20,9 @@ LATENCY_BUCKETS = (
     0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075,
     0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0,
 )  # fmt: skip
+
+
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 
 
 class ServiceMetrics:
@@ -42,6 +47,18 @@ class ServiceMetrics:
             "Latency per stage (retrieval, ranking) and end to end.",
             ["stage"],
             buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.queue = prom.Histogram(
+            "lcron_queue_seconds",
+            "Time a request waited for a batch slot before its stages ran.",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.batch_size = prom.Histogram(
+            "lcron_batch_size",
+            "Requests per batch, observed once per request.",
+            buckets=BATCH_BUCKETS,
             registry=self.registry,
         )
         self.pair_version = prom.Gauge(

@@ -116,7 +116,12 @@ def _sample(positions: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarr
 
 
 def run_cascade(
-    world: World, users: np.ndarray, now_ms: np.ndarray, rng: np.random.Generator, salt: int
+    world: World,
+    users: np.ndarray,
+    now_ms: np.ndarray,
+    rng: np.random.Generator,
+    salt: int,
+    author_counts: np.ndarray | None = None,
 ) -> CascadeBatch:
     """Runs the cascade for a batch of requests.
 
@@ -126,6 +131,8 @@ def run_cascade(
       now_ms: [batch] request timestamps (ms).
       rng: random stream of this batch.
       salt: seed-derived constant for the stages' fixed biases.
+      author_counts: [batch, num_authors] each request's recent views per author, for the
+        affinity's loyalty term (``World.author_counts``); None: no recent views.
 
     Returns:
       The batch's logged rows, request-major (rows of request 0 first).
@@ -133,7 +140,7 @@ def run_cascade(
     c = world.config
     batch = len(users)
     pool = _sample_pool(world, users, now_ms, rng)  # [B, P] video ids
-    affinity = world.affinity(users, pool, now_ms)  # [B, P]
+    affinity = world.affinity(users, pool, now_ms, author_counts)  # [B, P]
     noises = (c.prerank_noise, c.coarse_noise, c.rank_noise, c.rerank_noise)
 
     def scores(stage: int, positions: np.ndarray) -> np.ndarray:

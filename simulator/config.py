@@ -50,6 +50,10 @@ class SimulatorConfig:
         non-additive effect that no sum of per-side scores reproduces).
       nonlinearity_sharpness: the summed score ``s`` passes through
         ``s + sharpness * relu(s - 1)`` (strong matches count for more than linearly).
+      loyalty_weight: weight of ``log1p(n)``, n = how many of the user's recent effective views
+        (the behaviour sequence at the request) are by the video's author: loyalty to the
+        creators the user has just been watching, a user x author interaction that only a
+        model comparing the candidate with the sequence item by item can see (0 turns it off).
 
     Cascade (one request = one candidate pool scored by four stages of increasing quality):
       pool_size: candidates per request, drawn from videos already uploaded, weighted by
@@ -67,7 +71,9 @@ class SimulatorConfig:
 
     Feedback on exposed videos (0 everywhere else):
       feedback_reference: the affinity at which feedback rates are the nominal ones below; the
-        exposed videos are the cascade's best, about 4 standard deviations above a random pair.
+        exposed videos are the cascade's best, often by creators the user has just watched, and
+        with the defaults sit several (about 8-10) standard deviations of a random pair above
+        it, so that about half of the exposures are effective views.
       view_bias, view_scale: each exposure draws ``z = view_bias + view_scale * (a - ref) +
         logistic noise`` (``a`` the standardised affinity, ``ref`` = feedback_reference); the
         watched share of the video is ``sigmoid(z)``, ``playing_time = duration * sigmoid(z)``,
@@ -107,14 +113,15 @@ class SimulatorConfig:
     # True affinity
     latent_dim: int = 16
     capacity: int = 3
-    taste_weight: float = 1.0
-    category_weight: float = 0.8
-    author_weight: float = 0.5
-    popularity_weight: float = 0.5
+    taste_weight: float = 0.6
+    category_weight: float = 0.4
+    author_weight: float = 0.2
+    popularity_weight: float = 0.2
     demographic_category_share: float = 0.5
     freshness_decay: float = 0.15
     interaction_weight: float = 0.3
     nonlinearity_sharpness: float = 1.0
+    loyalty_weight: float = 4.0
     # Cascade
     pool_size: int = 200
     pool_personalization: float = 0.5
@@ -127,7 +134,7 @@ class SimulatorConfig:
     min_exposed: int = 4
     max_exposed: int = 8
     # Feedback
-    feedback_reference: float = 4.0
+    feedback_reference: float = 9.5
     view_bias: float = 0.0
     view_scale: float = 1.5
     long_view_margin: float = 1.5

@@ -21,6 +21,10 @@ class BehaviourHistory:
         """Appends users (in user-id order) with their starting histories (most recent first)."""
         self._history.extend(list(h[: self.seq_len]) for h in initial)
 
+    def recent(self, users: np.ndarray) -> list[list[int]]:
+        """Each user's current history (most recent first), without changing it."""
+        return [list(self._history[u]) for u in users.tolist()]
+
     def snapshot_and_update(
         self, users: np.ndarray, feed_videos: np.ndarray, feed_viewed: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:

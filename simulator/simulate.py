@@ -174,7 +174,12 @@ def simulate(
         by_kind: Counter[str] = Counter({k: 0 for k in kinds})
         for b, start in enumerate(range(0, requests_per_day, BATCH_REQUESTS)):
             part = slice(start, min(start + BATCH_REQUESTS, requests_per_day))
-            batch = run_cascade(world, users[part], now_ms[part], _rng(seed, _BATCH, day, b), salt)
+            # The loyalty term reads the histories as they stand at the batch's start (a user's
+            # earlier request in the same batch is not yet in them; the logged sequence is).
+            counts = world.author_counts(history.recent(users[part]))
+            batch = run_cascade(
+                world, users[part], now_ms[part], _rng(seed, _BATCH, day, b), salt, counts
+            )
             offsets, seq = history.snapshot_and_update(
                 users[part], batch.feed_videos, batch.feed_effective_view
             )

@@ -5,7 +5,14 @@ The true affinity is deliberately not a dot product of a user vector and a video
     taste(u, v)  = logsumexp_k(<U_uk, V_v> / sqrt(D)) - log K          (K = capacity interests)
     s(u, v, t)   = w_t * taste + w_c * C[u, cat2(v)] + w_a * q[author(v)] + w_p * pop[v]
                    - freshness_decay * log1p(hours since upload) + w_i * taste * q[author(v)]
+                   + w_l * log1p(n_u(author(v)))
     affinity     = (s + sharpness * relu(s - 1) - mean) / std
+
+``n_u(a)`` is how many of the user's recent effective views (the behaviour sequence at the
+request) are by author ``a``: loyalty to creators the user has just been watching. It is a
+user x author interaction that changes with every view; a ranking model that compares the
+candidate with the sequence item by item sees it, a dot product of a pooled sequence and the
+candidate can only approximate it with as many dimensions as there are authors.
 
 ``C`` is a user x category preference (partly shared by users of the same age and gender), ``q``
 author quality and ``pop`` a video's log-popularity. With capacity > 1 the smooth maximum over
@@ -173,20 +180,43 @@ class World:
         self.affinity_mean = float(raw.mean())
         self.affinity_std = float(raw.std()) or 1.0
 
-    def affinity(self, users: np.ndarray, items: np.ndarray, now_ms: np.ndarray) -> np.ndarray:
+    def affinity(
+        self,
+        users: np.ndarray,
+        items: np.ndarray,
+        now_ms: np.ndarray,
+        author_counts: np.ndarray | None = None,
+    ) -> np.ndarray:
         """True affinity, standardised with the day-0 mean and std.
 
         Args:
           users: [batch] user indices.
           items: [batch, n] video indices.
           now_ms: [batch] request times (ms), for the freshness term.
+          author_counts: [batch, num_authors] the requests' recent views per author
+            (:meth:`author_counts`); None means no recent views (the loyalty term is 0).
 
         Returns:
           [batch, n] float64.
         """
-        return (self._raw_affinity(users, items, now_ms) - self.affinity_mean) / self.affinity_std
+        raw = self._raw_affinity(users, items, now_ms, author_counts)
+        return (raw - self.affinity_mean) / self.affinity_std
 
-    def _raw_affinity(self, users: np.ndarray, items: np.ndarray, now_ms: np.ndarray) -> np.ndarray:
+    def author_counts(self, histories: list[list[int]]) -> np.ndarray:
+        """[len(histories), num_authors] int: views per author in each behaviour sequence."""
+        counts = np.zeros((len(histories), self.config.num_authors), np.int64)
+        for row, videos in enumerate(histories):
+            if videos:
+                np.add.at(counts[row], self.author[np.asarray(videos, np.int64)], 1)
+        return counts
+
+    def _raw_affinity(
+        self,
+        users: np.ndarray,
+        items: np.ndarray,
+        now_ms: np.ndarray,
+        author_counts: np.ndarray | None = None,
+    ) -> np.ndarray:
         c = self.config
         u = self.interests[users]  # [B, K, D]
         v = self.item_vec[items]  # [B, n, D]
@@ -204,4 +234,7 @@ class World:
             - c.freshness_decay * np.log1p(age_hours)
             + c.interaction_weight * taste * quality
         )
+        if author_counts is not None and c.loyalty_weight:
+            seen = np.take_along_axis(author_counts, self.author[items], axis=1)
+            s = s + c.loyalty_weight * np.log1p(seen)
         return s + c.nonlinearity_sharpness * np.maximum(s - 1.0, 0.0)

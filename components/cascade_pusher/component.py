@@ -20,6 +20,7 @@ class CascadePusherSpec(types.ComponentSpec):
         "serving_dir": ExecutionParameter(type=str),
         "eval_split": ExecutionParameter(type=str),
         "warmup_requests": ExecutionParameter(type=int),
+        "min_index_recall": ExecutionParameter(type=float),
     }
     INPUTS = {
         "model": ChannelParameter(type=standard_artifacts.Model),
@@ -46,7 +47,10 @@ class CascadePusher(base_component.BaseComponent):
         *,
         eval_split: str = "eval",
         warmup_requests: int = 32,
+        min_index_recall: float = 0.95,
     ):
+        """Args: see ``pair_push.push_pair``; ``min_index_recall`` is the recall@K floor of an
+        approximate retrieval index (measured at export): below it the push fails."""
         spec = CascadePusherSpec(
             model=model,
             model_blessing=model_blessing,
@@ -55,6 +59,7 @@ class CascadePusher(base_component.BaseComponent):
             serving_dir=serving_dir,
             eval_split=eval_split,
             warmup_requests=warmup_requests,
+            min_index_recall=min_index_recall,
             pushed_model=types.Channel(type=standard_artifacts.PushedModel),
         )
         super().__init__(spec=spec)

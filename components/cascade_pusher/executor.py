@@ -57,7 +57,11 @@ class Executor(base_executor.BaseExecutor):
             limit=exec_properties["warmup_requests"],
         )
         version = pair_push.push_pair(
-            evaluation.stage_export_dirs(model.uri), serving_dir, records, metrics=metrics
+            evaluation.stage_export_dirs(model.uri),
+            serving_dir,
+            records,
+            metrics=metrics,
+            min_index_recall=exec_properties.get("min_index_recall"),
         )
         pushed.set_int_custom_property("pushed", 1)
         pushed.set_int_custom_property("pushed_version", version)

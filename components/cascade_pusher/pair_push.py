@@ -17,6 +17,7 @@ version folders newer than the manifest) are removed by the next push.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -35,6 +36,54 @@ WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
 
 class PushValidationError(RuntimeError):
     """The staged pair failed to load or answer in a fresh process; nothing was pushed."""
+
+
+class IndexRecallError(PushValidationError):
+    """Retrieval's approximate index recalls too little of brute force's top K; not pushed."""
+
+
+# Where the exporter writes the retrieval index's report (models.exporter.INDEX_REPORT; not
+# imported: that module imports TensorFlow).
+INDEX_REPORT = Path("assets.extra") / "index.json"
+
+
+def check_index(retrieval_dir: Path, min_recall: float | None) -> dict | None:
+    """Reads the retrieval export's index report and enforces the recall floor.
+
+    An exact (brute-force) index passes. An approximate index (one whose graph calls ScaNN's
+    ops, whatever its report says) passes only with a measured ``recall_at_k >= min_recall``.
+
+    Returns:
+      The report (None when the export has none and is exact).
+
+    Raises:
+      IndexRecallError: the index is approximate and its recall is unknown or below the floor.
+    """
+    from serving import custom_ops
+
+    path = retrieval_dir / INDEX_REPORT
+    report = json.loads(path.read_text()) if path.is_file() else None
+    if min_recall is None:
+        return report
+    approximate = bool(custom_ops.custom_ops_used(retrieval_dir)) or (
+        report is not None and not report.get("exact", False)
+    )
+    if not approximate:
+        return report
+    recall = (report or {}).get("recall_at_k")
+    if recall is None:
+        raise IndexRecallError(
+            f"retrieval: approximate index with no measured recall ({path} missing or without "
+            f"recall_at_k); refusing to push below the floor {min_recall}"
+        )
+    if recall < min_recall:
+        raise IndexRecallError(
+            f"retrieval: index {report.get('kind')} recall@{report.get('k')} against brute force "
+            f"is {recall:.4f} on {report.get('recall_queries')} eval queries, below the floor "
+            f"{min_recall}; not pushed (search more leaves or re-score more candidates: "
+            f"training.index.num_leaves_to_search / num_reordering_candidates)"
+        )
+    return report
 
 
 def existing_versions(serving_dir: Path) -> list[int]:
@@ -121,6 +170,7 @@ def push_pair(
     metrics: dict | None = None,
     validate: bool = True,
     version: int | None = None,
+    min_index_recall: float | None = None,
 ) -> int:
     """Pushes both stages under one version; returns the version now in service.
 
@@ -131,10 +181,15 @@ def push_pair(
       metrics: evaluation figures recorded in the manifest.
       validate: load and query the staged pair in a fresh process before publishing.
       version: force a version number (default: ``next_version``).
+      min_index_recall: refuse an approximate retrieval index whose recall@K against brute
+        force (measured at export, ``assets.extra/index.json``) is below this; None: no floor.
+        The index report goes into the manifest either way.
 
     Raises:
+      IndexRecallError: the retrieval index is below the recall floor; nothing was staged.
       PushValidationError: the staged pair failed validation; the previous pair stays in service.
     """
+    index_report = check_index(Path(export_dirs["retrieval"]), min_index_recall)
     serving_dir = Path(serving_dir)
     serving_dir.mkdir(parents=True, exist_ok=True)
     remove_unpublished(serving_dir)
@@ -165,7 +220,10 @@ def push_pair(
     shutil.rmtree(serving_dir / STAGING, ignore_errors=True)
 
     manifest_lib.write_models_config(serving_dir, version)
-    manifest_lib.write_manifest(serving_dir, version, metrics=metrics)  # commit point
+    stage_info = {"retrieval": {"index": index_report}} if index_report else None
+    manifest_lib.write_manifest(  # the commit point
+        serving_dir, version, metrics=metrics, stage_info=stage_info
+    )
     logging.info("pushed pair version %d to %s", version, serving_dir)
     return version
 

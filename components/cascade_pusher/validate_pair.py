@@ -17,6 +17,9 @@ def _replay(model_dir: str, warmup_file: str, stage: str) -> int:
     import tensorflow as tf
     from tensorflow_serving.apis import prediction_log_pb2
 
+    from serving import custom_ops
+
+    custom_ops.load_for(model_dir)  # e.g. ScaNN's ops, before the graph is read
     model = tf.saved_model.load(model_dir)
     replayed = 0
     for raw in tf.data.TFRecordDataset(warmup_file).as_numpy_iterator():

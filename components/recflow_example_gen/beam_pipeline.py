@@ -28,6 +28,9 @@ from typing import Any
 import apache_beam as beam
 
 from components.recflow_example_gen import listwise, rows
+from models import progress
+
+PROGRESS_TASK = "ingestion"  # progress records: one unit per row group / record batch / CSV
 
 DEAD_LETTER_PREFIX = "dead_letters"
 EXAMPLES_PREFIX = "data_tfrecord"  # TFX ExampleGen's file name: Split-<name>/data_tfrecord-*.gz
@@ -111,6 +114,7 @@ class _ReadAndValidate(beam.DoFn):
         for letter in result.dead_letters:
             counts[f"dead:{letter['kind']}:{letter['field']}"] += 1
         yield beam.pvalue.TaggedOutput("counts", counts)
+        progress.advance(PROGRESS_TASK)
 
 
 class _BuildExamples(beam.DoFn):
@@ -245,6 +249,10 @@ def ingest(
     ``dead_letters_dir/Split-<name>/dead_letters-*.jsonl``, raw counts under ``work_dir``
     (read them with ``read_stats`` after the run).
     """
+    progress.total(
+        PROGRESS_TASK,
+        sum(rows.count_units(p, config.input_format) for ps in split_paths.values() for p in ps),
+    )
     for name, paths in split_paths.items():
         _ = pipeline | f"Ingest[{name}]" >> IngestSplit(
             paths,

@@ -48,6 +48,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="Beam pipeline arg, e.g. --beam-arg=--runner=DataflowRunner (repeatable; replaces"
         " the local default: DirectRunner, multi-processing)",
     )
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="stream every log record (Beam) to stderr instead of OUT/logs/run-<timestamp>.log",
+    )
 
 
 def _split_patterns(args: argparse.Namespace) -> dict[str, str]:
@@ -82,6 +87,18 @@ def run(args: argparse.Namespace) -> int:
                 list_size=args.list_size, group_size=args.group_size, label_mode=args.label_mode
             ),
         )
+    except ValueError as err:
+        print(f"lcron ingest: {err}", file=sys.stderr)
+        return 2
+    from pipeline import console
+
+    # Status and a progress bar over the ingestion units on the terminal; Beam's own records go
+    # to OUT/logs/run-<timestamp>.log. stdout carries only the stats (JSON).
+    splits = f"{len(patterns)} splits from {args.data}"
+    with (
+        console.session("ingest", args.out, verbose=args.verbose) as ui,
+        ui.step("ingestion", splits) as step,
+    ):
         stats = beam_pipeline.run_ingestion(
             patterns,
             args.data,
@@ -89,8 +106,11 @@ def run(args: argparse.Namespace) -> int:
             config,
             beam_pipeline_args=DEFAULT_BEAM_ARGS if args.beam_arg is None else args.beam_arg,
         )
-    except ValueError as err:
-        print(f"lcron ingest: {err}", file=sys.stderr)
-        return 2
+        step["detail"] = (
+            f"{stats['rows_read']:,} rows read, {stats['rows_dead_lettered']:,} dead-lettered,"
+            f" {stats['requests_written']:,} requests written"
+        )
+    if ui.failed:
+        return 1
     print(json.dumps({k: v for k, v in stats.items() if k != "splits"}, indent=2))
     return 0

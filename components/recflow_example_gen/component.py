@@ -23,17 +23,22 @@ from components.recflow_example_gen.rows import FORMATS, ValidationConfig
 from models import features
 
 
+# Kubeflow Pipelines v2 (Vertex) accepts a custom artifact type only as "<namespace>.<Name>" and
+# without PROPERTIES (custom properties are fine): hence the names, and split names kept as a
+# custom property.
 class DeadLetters(types.Artifact):
-    """Malformed log rows, one JSON object per line: source, row, kind, field, reason, record."""
+    """Malformed log rows, one JSON object per line: source, row, kind, field, reason, record.
 
-    TYPE_NAME = "RecFlowDeadLetters"
-    PROPERTIES = {"split_names": standard_artifacts.SPLIT_NAMES_PROPERTY}
+    Custom property ``split_names``: the splits, JSON-encoded like ``Examples.split_names``.
+    """
+
+    TYPE_NAME = "lcron.RecFlowDeadLetters"
 
 
 class IngestStats(types.Artifact):
     """``stats.json``: rows read / in examples / dead-lettered / left out, requests written."""
 
-    TYPE_NAME = "RecFlowIngestStats"
+    TYPE_NAME = "lcron.RecFlowIngestStats"
 
 
 class RecFlowExampleGenSpec(types.ComponentSpec):

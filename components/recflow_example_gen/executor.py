@@ -74,7 +74,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
 
         split_names = artifact_utils.encode_split_names(list(split_paths))
         examples.split_names = split_names
-        dead_letters.split_names = split_names
+        dead_letters.set_string_custom_property("split_names", split_names)
         examples_utils.set_payload_format(examples, example_gen_pb2.FORMAT_TF_EXAMPLE)
         examples_utils.set_file_format(examples, "tfrecords_gzip")
         for key in beam_pipeline.COUNT_KEYS:

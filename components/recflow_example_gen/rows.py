@@ -179,6 +179,26 @@ def _feather_batch_sizes(path: str) -> list[int]:
         return [reader.get_batch(i).num_rows for i in range(reader.num_record_batches)]
 
 
+def count_units(path: str, fmt: str) -> int:
+    """How many units ``plan_units`` makes of a file, from its footer only (for progress)."""
+    if fmt == "csv":
+        return 1
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        with _open(path) as f:
+            return pq.ParquetFile(f).metadata.num_row_groups
+    if fmt == "feather":
+        import pyarrow.ipc as ipc
+
+        with _open(path) as f:
+            try:
+                return ipc.open_file(f).num_record_batches
+            except pa.ArrowInvalid:
+                return 1  # feather v1: one unit
+    raise ValueError(f"unknown input format {fmt!r}; expected one of {FORMATS}")
+
+
 def read_unit(path: str, fmt: str, unit: int) -> pa.Table:
     """Reads one unit planned by ``plan_units`` as an Arrow table."""
     if fmt == "parquet":

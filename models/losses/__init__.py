@@ -11,8 +11,8 @@ Public API:
 
 Modules: ``sorting`` (differentiable sorts), ``targets`` (ground truth), ``lcron`` (LCRON terms
 and layer), ``lcron_blocked`` (the memory-linear path), ``baselines`` (BCE, ICC, RankFlow,
-FS-RankNet, FS-LambdaLoss, ARF, ARF-v2), ``registry`` (``get``), ``base`` (the ``CascadeLoss``
-interface).
+FS-RankNet, FS-LambdaLoss, ARF, ARF-v2 as the authors' benchmark code defines them, one module
+per method), ``registry`` (``get``), ``base`` (the ``CascadeLoss`` interface).
 """
 
 from models.losses.base import CascadeLoss

@@ -50,14 +50,20 @@ def get(config: LossConfig | None = None, num_stages: int = 2) -> CascadeLoss:
             impl=config.lcron_impl,
             block_rows=config.lcron_block_rows,
         )
+    if method not in LOSSES:
+        raise ValueError(f"LossConfig.method: unknown loss {method!r}; known: {sorted(LOSSES)}")
+    baseline = {
+        **common,
+        "group_size": config.group_size,
+        "variant": config.baseline_variant,
+        "stage_keep": config.stage_keep,
+    }
     if method in (baselines.ArfLoss.method, baselines.ArfV2Loss.method):
-        return LOSSES[method](
-            **common, sort_op=config.sort_op, tau=config.tau, stage_keep=config.stage_keep
-        )
+        return LOSSES[method](**baseline, tau=config.arf_tau)
     if method == baselines.RankFlowLoss.method:
-        return baselines.RankFlowLoss(
-            **common, stage_keep=config.stage_keep, distill_weight=config.distill_weight
+        return baselines.RankFlowLoss(**baseline, alpha=config.rankflow_alpha)
+    if method == baselines.FsLambdaLossLoss.method:
+        return baselines.FsLambdaLossLoss(
+            **baseline, topn=config.lambda_topn, smooth_fraction=config.lambda_smooth_fraction
         )
-    if method in LOSSES:
-        return LOSSES[method](**common)
-    raise ValueError(f"LossConfig.method: unknown loss {method!r}; known: {sorted(LOSSES)}")
+    return LOSSES[method](**baseline)

@@ -14,6 +14,13 @@ serving dir the way the real server is configured by ``models.config``:
 - gRPC (``--port``): ``tensorflow.serving.PredictionService`` ``Predict`` and
   ``GetModelMetadata`` (``signature_def``), with NOT_FOUND / INVALID_ARGUMENT status codes.
 
+Custom ops, as the real server: a stock ``tensorflow/serving`` binary has no op libraries
+beyond TensorFlow's, so a SavedModel calling ``Scann>...`` ops (a ScaNN retrieval index) fails
+to load with TF Serving's error (``Loading servable ... failed: Not found: Op type not
+registered 'Scann>...'``): its version status reads ``END`` with that error, and predict calls
+get "Servable not found". ``TFServingDouble(..., custom_op_libraries=("Scann",))`` stands for a
+TF Serving build with ScaNN's ops linked in (docs/serving.md): then it loads and serves them.
+
 What it does not do: batching, version transitions with aspired-version policies, model
 warmup, Classify/Regress/MultiInference, base64 ``{"b64": ...}`` strings.
 """
@@ -39,10 +46,20 @@ class ModelNotFoundError(KeyError):
 class TFServingDouble:
     """Loads what ``models.config`` names and answers predict calls (REST and gRPC)."""
 
-    def __init__(self, serving_dir: str | Path, base_path_in_container: str = "/models") -> None:
+    def __init__(
+        self,
+        serving_dir: str | Path,
+        base_path_in_container: str = "/models",
+        custom_op_libraries: tuple[str, ...] = (),
+    ) -> None:
+        """Args: custom_op_libraries: op namespaces linked into this "server binary" beyond
+        TensorFlow's (``("Scann",)`` for a TF Serving build with ScaNN's ops); none by default,
+        as the stock ``tensorflow/serving`` image."""
         self.serving_dir = Path(serving_dir)
         self.container_base = base_path_in_container.rstrip("/")
+        self.custom_op_libraries = tuple(custom_op_libraries)
         self._models: dict[str, dict[int, Any]] = {}  # name -> version -> loaded SavedModel
+        self._failed: dict[tuple[str, int], str] = {}  # (name, version) -> load error
         self._signature_defs: dict[tuple[str, int], Any] = {}
         self._rest = None
         self._grpc = None
@@ -59,6 +76,7 @@ class TFServingDouble:
         text = (self.serving_dir / manifest_lib.MODELS_CONFIG_FILE).read_text()
         config = text_format.Parse(text, model_server_config_pb2.ModelServerConfig())
         models: dict[str, dict[int, Any]] = {}
+        failed: dict[tuple[str, int], str] = {}
         for model in config.model_config_list.config:
             if not model.base_path.startswith(self.container_base + "/"):
                 raise ValueError(f"{model.name}: base_path {model.base_path} outside the mount")
@@ -69,6 +87,10 @@ class TFServingDouble:
             models[model.name] = {}
             for version in versions:
                 path = host_base / str(version)
+                error = self._missing_ops_error(model.name, version, path)
+                if error:
+                    failed[(model.name, version)] = error
+                    continue
                 old = self._models.get(model.name, {}).get(version)
                 models[model.name][version] = old or tf.saved_model.load(str(path))
                 saved = saved_model_pb2.SavedModel.FromString(
@@ -76,7 +98,28 @@ class TFServingDouble:
                 )
                 self._signature_defs[(model.name, version)] = saved.meta_graphs[0].signature_def
         self._models = models  # one assignment: requests see the old or the new set
+        self._failed = failed
         return {name: sorted(v) for name, v in models.items()}
+
+    def _missing_ops_error(self, name: str, version: int, path: Path) -> str | None:
+        """TF Serving's load error when the SavedModel uses ops this "binary" lacks; loads the
+        op libraries it has (into this Python process) otherwise."""
+        from serving import custom_ops
+
+        missing = sorted(
+            op
+            for op in custom_ops.custom_ops_used(path)
+            if op.split(">", 1)[0] not in self.custom_op_libraries
+        )
+        if missing:
+            return (
+                f"Loading servable: {{name: {name} version: {version}}} failed: Not found: Op "
+                f"type not registered '{missing[0]}' in binary running on tfserving-double. "
+                "Make sure the Op and Kernel are registered in the binary running in this "
+                "process."
+            )
+        custom_ops.load_for(path)
+        return None
 
     def _model(self, name: str, version: int | None):
         versions = self._models.get(name)
@@ -127,6 +170,17 @@ class TFServingDouble:
         app = FastAPI(title="TF Serving test double")
 
         def status(name: str, version: int | None):
+            failed = {v: e for (n, v), e in self._failed.items() if n == name}
+            if version in failed:  # what TF Serving reports for a version that failed to load
+                return {
+                    "model_version_status": [
+                        {
+                            "version": str(version),
+                            "state": "END",
+                            "status": {"error_code": "NOT_FOUND", "error_message": failed[version]},
+                        }
+                    ]
+                }
             try:
                 versions = (
                     [self._model(name, version)[0]] if version else sorted(self._models[name])

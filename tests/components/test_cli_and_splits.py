@@ -42,7 +42,7 @@ def test_curated_schema_file_is_the_generated_one() -> None:
 
 @pytest.mark.slow
 def test_lcron_ingest_runs_multi_process_and_writes_stats(
-    logs, log_dir: Path, tmp_path: Path
+    logs, log_dir: Path, tmp_path: Path, capfd
 ) -> None:
     from pipeline.cli import main
 
@@ -78,6 +78,20 @@ def test_lcron_ingest_runs_multi_process_and_writes_stats(
     assert sorted(p.name for p in (out / "examples").iterdir()) == ["Split-eval", "Split-train"]
     letters = list((out / "dead_letters" / "Split-train").glob("*.jsonl"))
     assert sum(len(p.read_text().splitlines()) for p in letters) == 1
+
+    # The terminal: the stats as JSON on stdout, status lines on stderr; Beam in the log file,
+    # with one progress record per unit (a parquet row group), forwarded from worker processes.
+    terminal = capfd.readouterr()
+    assert json.loads(terminal.out) == {k: v for k, v in stats.items() if k != "splits"}
+    (log,) = (out / "logs").glob("run-*.log")
+    status = terminal.err.splitlines()
+    assert status[0] == f"lcron ingest: full log in {log}"
+    assert status[1] == f"ingestion ... 2 splits from {log_dir}"
+    assert status[-1].startswith("ingestion done in ")
+    assert f"{stats['rows_read']:,} rows read, 1 dead-lettered, 9 requests written" in status[-1]
+    text = log.read_text()
+    assert text.count("lcron-progress ingestion total=3") == 1  # three one-row-group files
+    assert text.count("lcron-progress ingestion +1") == 3
 
 
 def test_lcron_ingest_rejects_a_bad_split_argument(log_dir: Path, tmp_path: Path, capsys) -> None:

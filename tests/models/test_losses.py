@@ -241,11 +241,16 @@ def test_neural_sort_bound_is_below_the_hard_cascade_in_the_hard_limit():
 
 
 def _inputs(batch=3, n_list=40, seed=0):
+    """Lists as the ingestion lays them out: 4 stage groups of n_list // 4 (RecFlow's labels
+    for 40), spare slots padding; the last request half padding."""
     rng = np.random.default_rng(seed)
+    g = n_list // 4
+    row = np.r_[3 + (g - np.arange(g)) / g, np.full(g, 2.0), np.ones(g), np.zeros(n_list - 3 * g)]
     mask = np.ones((batch, n_list), np.int64)
+    mask[:, 4 * g :] = 0
     mask[-1, n_list // 2 :] = 0
     stages = [tf.constant(rng.normal(size=(batch, n_list)), tf.float32) for _ in range(2)]
-    return stages, paper_labels(batch)[:, :n_list], mask
+    return stages, np.tile(row, (batch, 1)).astype(np.float32), mask
 
 
 def test_every_baseline_is_selectable_by_name():

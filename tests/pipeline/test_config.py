@@ -75,3 +75,43 @@ def test_day_pattern_reaches_the_example_gen(tmp_path: Path) -> None:
         "eval": "all_stage/2024-01-12.feather",
     }
     assert example_gen.exec_properties["input_format"] == "feather"
+
+
+def test_remote_output_dir_keeps_its_scheme() -> None:
+    # Path() would collapse gs://b into gs:/b: a pipeline root nobody can open.
+    config = load_config(None, ["output_dir=gs://bucket/lcron/"])
+    assert config.pipeline_root == "gs://bucket/lcron/pipeline_root"
+    assert config.resolved_serving_dir == "gs://bucket/lcron/serving"
+    assert load_config(None, ["output_dir=out"]).pipeline_root == str(Path("out") / "pipeline_root")
+
+
+def test_every_data_field_is_an_ingestion_option_or_declared_otherwise() -> None:
+    """A new DataConfig field must reach ``example_gen_options`` (every caller that builds the
+    ExampleGen from a DataConfig, e.g. ``lcron experiment --data``) or be declared as not an
+    ingestion option."""
+    import dataclasses
+
+    from pipeline.config import NOT_EXAMPLE_GEN_OPTIONS, DataConfig
+
+    base = DataConfig()
+    for field in dataclasses.fields(DataConfig):
+        if field.name in NOT_EXAMPLE_GEN_OPTIONS:
+            continue
+        changed = dataclasses.replace(base, **{field.name: _other_value(field.name, base)})
+        assert (
+            changed.example_gen_options() != base.example_gen_options()
+        ), f"DataConfig.{field.name} does not reach example_gen_options()"
+
+
+def _other_value(name: str, config) -> object:
+    value = getattr(config, name)
+    others = {"format": "feather", "label_mode": "feedback"}
+    if name in others:
+        return others[name]
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int | float):
+        return value + 1
+    if isinstance(value, str):
+        return value + "_other"
+    return None

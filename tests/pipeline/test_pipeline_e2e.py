@@ -7,16 +7,23 @@ One module-scoped scenario over a tiny simulated log, in the order a user meets 
 3. a deliberately degraded model (1 training step) is not blessed and not pushed: the serving
    dir still holds the good pair;
 4. re-running the good configuration is served from TFX's cache.
+
+Run 2 goes through the operator's console (no ``--json``): a few lines on the terminal, the rest
+in ``<out>/logs/run-<timestamp>.log``, and the run report ``<out>/report/index.html``; runs 3 and
+4 print only the JSON summary on stdout.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -45,14 +52,14 @@ COMPONENTS = (
 )
 
 
-def _args(out: Path, extra: list[str] = ()) -> list[str]:
+def _args(out: Path, extra: list[str] = (), json_summary: bool = True) -> list[str]:
     overrides = []
     for item in [*TINY, *extra]:
         key, value = item.split("=", 1)
         if key.startswith("trainer."):
             key = "training." + key
         overrides += ["--set", f"{key}={value}"]
-    return ["run", "--out", str(out), "--json", *overrides]
+    return ["run", "--out", str(out), *(["--json"] if json_summary else []), *overrides]
 
 
 def _run(out: Path, extra: list[str] = (), timeout: float = 900) -> dict:
@@ -61,7 +68,29 @@ def _run(out: Path, extra: list[str] = (), timeout: float = 900) -> dict:
         [LCRON, *_args(out, extra)], capture_output=True, text=True, timeout=timeout, env=env
     )
     assert proc.returncode == 0, proc.stderr[-6000:]
-    return json.loads(proc.stdout[proc.stdout.index("{") :])
+    return json.loads(proc.stdout)  # stdout holds the JSON summary and nothing else
+
+
+def _run_on_the_console(out: Path, timeout: float = 900) -> dict:
+    """``lcron run`` as an operator runs it (no --json); returns what the terminal got."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.run(
+        [LCRON, *_args(out, json_summary=False)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return {"stdout": proc.stdout, "stderr": proc.stderr}
+
+
+def _summary(out: Path) -> dict:
+    """The summary ``lcron run --json`` prints, read back from the run's outputs."""
+    from pipeline import local_runner
+    from pipeline.config import load_config
+
+    return local_runner.summary(load_config(None, [f"output_dir={out}"]))
 
 
 def _executions(out: Path) -> dict[str, list[str]]:
@@ -116,14 +145,17 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> dict:
     proc.wait(timeout=60)
     result["after_kill"] = _serving_state(serving)
 
-    # 2. Re-run: completes.
-    result["good"] = _run(out)
+    # 2. Re-run, on the console: completes.
+    result["console"] = _run_on_the_console(out)
+    result["good"] = _summary(out)
     result["after_good"] = _serving_state(serving)
     result["executions_good"] = _executions(out)
+    result["report_good"] = (out / "report" / "index.html").read_text()
 
     # 3. A degraded model after the good one.
     result["degraded"] = _run(out, ["trainer.train_steps=1"])
     result["after_degraded"] = _serving_state(serving)
+    result["report_degraded"] = (out / "report" / "index.html").read_text()
 
     # 4. The good configuration again: cached.
     started = time.monotonic()
@@ -180,3 +212,184 @@ def test_rerun_uses_the_cache(scenario: dict) -> None:
     for component in ("RecFlowExampleGen", "Transform", "Trainer"):
         assert states[component].count("CACHED") >= 1, (component, states[component])
     assert scenario["after_degraded"] == _serving_state(scenario["serving"])
+
+
+# --- the operator's view of run 2 -----------------------------------------------------------
+
+
+def test_console_is_short_and_the_log_file_has_the_rest(scenario: dict) -> None:
+    console = scenario["console"]
+    lines = (console["stdout"] + console["stderr"]).splitlines()
+    assert len(lines) < 60, "\n".join(lines)
+    status = console["stderr"].splitlines()
+    log = Path(status[0].rsplit(" ", 1)[-1])
+    assert status[0] == f"lcron run: full log in {log}"
+    assert log.parent == scenario["out"] / "logs" and log.name.startswith("run-")
+    assert f"full log: {log}" in console["stdout"]
+    # One line as each component starts and one as it ends, with what it produced.
+    for component in COMPONENTS:
+        starts = [line for line in status if re.search(rf"\] {component} \.\.\.$", line)]
+        ends = [line for line in status if re.search(rf"\] {component} done in ", line)]
+        assert len(starts) == 1 and len(ends) == 1, (component, status)
+    good = scenario["good"]
+    version = good["serving_manifest"]["version"]
+    ends = {
+        name: next(line for line in status if f"] {name} done in " in line)
+        for name in ("RecFlowExampleGen", "Trainer", "CascadeEvaluator", "CascadePusher")
+    }
+    assert f"{good['ingestion']['rows_read']:,} rows read" in ends["RecFlowExampleGen"]
+    assert "epochs, eval end-to-end recall" in ends["Trainer"]
+    assert ": blessed (" in ends["CascadeEvaluator"]
+    assert f"pushed version {version}" in ends["CascadePusher"]
+    assert "blessed: True" in console["stdout"]  # the summary
+    # No bar redraws or Keras/absl/Beam output on the terminal (not a TTY here).
+    terminal = console["stdout"] + console["stderr"]
+    assert "\r" not in terminal and "Epoch 1/" not in terminal and "absl" not in terminal
+    # The log file holds the rest: TFX's own records, Keras' epochs, the progress records.
+    text = log.read_text()
+    assert "Component Trainer is running." in text and "Running launcher for" in text
+    assert "Component CascadePusher is finished." in text
+    assert "lcron-progress training" in text
+
+
+class _Page(HTMLParser):
+    """Tables (by id: rows of cell texts), images (alt -> data URI) and texts by element id."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: dict[str, list[list[str]]] = {}
+        self.images: dict[str, str] = {}
+        self.texts: dict[str, str] = {}
+        self.sections: list[str] = []
+        self._table: str | None = None
+        self._cell: list[str] | None = None
+        self._ids: list[tuple[str, str]] = []
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        attrs = dict(attrs)
+        if tag == "section":
+            self.sections.append(attrs["id"])
+        if tag == "table":
+            self._table = attrs["id"]
+            self.tables[self._table] = []
+        elif tag == "tr" and self._table:
+            self.tables[self._table].append([])
+        elif tag in ("td", "th"):
+            self._cell = []
+        elif tag == "img":
+            self.images[attrs["alt"]] = attrs["src"]
+        if "id" in attrs and tag == "p":
+            self._ids.append((tag, attrs["id"]))
+            self.texts[attrs["id"]] = ""
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("td", "th") and self._cell is not None and self._table:
+            self.tables[self._table][-1].append("".join(self._cell).strip())
+            self._cell = None
+        elif tag == "table":
+            self._table = None
+        elif self._ids and tag == self._ids[-1][0]:
+            self._ids.pop()
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell.append(data)
+        for _, element_id in self._ids:
+            self.texts[element_id] += data
+
+
+def _parse(page: str) -> _Page:
+    parser = _Page()
+    parser.feed(page)
+    return parser
+
+
+def _tensorboard_tags(run_dir: Path) -> set[str]:
+    from tensorboard.backend.event_processing import event_accumulator
+
+    tags = set()
+    for split in ("train", "validation"):
+        accumulator = event_accumulator.EventAccumulator(str(run_dir / split))
+        accumulator.Reload()
+        # Per-epoch scalars (Keras also writes the eval ones "vs_iterations": the same values).
+        tags |= {t[len("epoch_") :] for t in accumulator.Tags()["tensors"] if t[:6] == "epoch_"}
+    return tags
+
+
+def test_report_shows_the_run(scenario: dict) -> None:
+    page = _parse(scenario["report_good"])
+    good = scenario["good"]
+    assert page.sections == ["evaluation", "training", "ingestion", "serving", "components"]
+
+    # Evaluation, overall and per slice, as the evaluator wrote it.
+    evaluation = good["evaluation"]
+    names = list(evaluation["overall"])
+    header, *rows = page.tables["evaluation-table"]
+    assert header == ["slice", *names]
+    expected = [("overall", evaluation["overall"]), *evaluation["slices"].items()]
+    assert [row[0] for row in rows] == [label for label, _ in expected]
+    for row, (_, values) in zip(rows, expected, strict=True):
+        assert row[1:] == [f"{values[n]:.4f}" for n in names]
+    assert page.texts["blessing"] == f"Blessed: {good['reason']}"
+    assert "No earlier blessed model" in page.texts["baseline"]
+
+    # A training curve per loss term and metric in the TensorBoard logs, as PNGs.
+    # The good run's Trainer execution: the one whose model was pushed (model/<id>).
+    execution = Path(good["serving_manifest"]["metrics"]["source_model"]).name
+    run_dir = scenario["out"] / "pipeline_root" / "Trainer" / "model_run" / execution
+    tags = _tensorboard_tags(run_dir)
+    assert {"loss", "l_e2e", "l_single_retrieval", "l_single_ranking"} <= tags
+    assert "recall_at_10_at_30_at_20" in tags
+    assert set(page.images) == tags
+    for src in page.images.values():
+        assert src.startswith("data:image/png;base64,")
+        assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # Ingestion counts and the top dead-letter reasons.
+    ingestion = good["ingestion"]
+    counts = {row[0]: row[1:] for row in page.tables["ingestion-counts"][1:]}
+    keys = page.tables["ingestion-counts"][0][1:]
+    assert counts["total"] == [f"{ingestion[k]:,}" for k in keys]
+    assert set(counts) == {"total", *ingestion["splits"]}
+    reasons = sorted(ingestion["dead_letter_reasons"].items(), key=lambda kv: -kv[1])
+    shown = page.tables["dead-letter-reasons"][1:]
+    assert len(shown) == min(10, len(reasons)) and shown[0] == [reasons[0][0], str(reasons[0][1])]
+
+    # The pushed version, in service.
+    version = str(good["serving_manifest"]["version"])
+    assert [version, "yes", "yes", "yes"] in page.tables["pushed-versions"]
+    assert page.texts["this-push"] == f"This run: pushed version {version}."
+
+
+def test_report_of_the_degraded_run_names_the_baseline(scenario: dict) -> None:
+    page = _parse(scenario["report_degraded"])
+    assert page.texts["blessing"].startswith("Not blessed: ")
+    good_model = scenario["good"]["serving_manifest"]["metrics"]["source_model"]
+    assert good_model in page.texts["baseline"]
+    baseline_row = page.tables["evaluation-table"][-1]
+    assert baseline_row[0] == "baseline (overall)"
+    good_recall = scenario["good"]["evaluation"]["overall"]["end_to_end_recall"]
+    assert baseline_row[1] == f"{good_recall:.4f}"
+    assert page.texts["this-push"].startswith("This run: not pushed")
+    version = str(scenario["good"]["serving_manifest"]["version"])
+    assert [version, "yes", "yes", "yes"] in page.tables["pushed-versions"]  # still in service
+
+
+def test_a_failing_component_is_named_with_the_log_file(tmp_path: Path) -> None:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    (tmp_path / "logs" / "day_00").mkdir(parents=True)  # day 1 and 2 are missing
+    proc = subprocess.run(
+        [LCRON, "run", "--out", str(tmp_path / "out"), "--data", str(tmp_path / "logs")],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+    )
+    assert proc.returncode == 1
+    (log,) = (tmp_path / "out" / "logs").glob("run-*.log")
+    failure = [line for line in proc.stderr.splitlines() if " failed after " in line]
+    assert len(failure) == 1 and "] RecFlowExampleGen failed after " in failure[0], proc.stderr
+    assert "matched no data file" in failure[0]
+    assert proc.stderr.splitlines()[-1] == f"full log: {log}"
+    assert proc.stdout == ""
+    assert "Traceback" in log.read_text()

@@ -13,7 +13,7 @@ def _recommend(url: str, user: dict, k: int = 10) -> httpx.Response:
     return httpx.post(f"{url}/v1/recommend", json={"user": user, "k": k}, timeout=30)
 
 
-def _wait_for_version(url: str, version: int, timeout_s: float = 30.0) -> None:
+def _wait_for_version(url: str, version: int, timeout_s: float = 120.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if httpx.get(f"{url}/v1/models").json()["version"] == version:
@@ -224,5 +224,6 @@ def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(
         assert response.status_code == 200, response.text
         helpers.assert_items_equal(response.json()["items"], direct.expected(1, user, 10))
     pair = start_service.apps[-1].state.registry.current
-    sizes = pair.batchers["retrieval"].batch_sizes + pair.batchers["ranking"].batch_sizes
-    assert max(sizes) > 1, sizes  # some calls served several requests at once
+    sizes = pair.cascade_batchers[100].batch_sizes  # K1 = 100
+    assert max(sizes) > 1, sizes  # some batches served several requests at once
+    assert sum(sizes) == len(users)  # each request ran in exactly one batch

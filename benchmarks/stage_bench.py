@@ -1,0 +1,142 @@
+"""Cost of one batch through both stages, by batch size and TensorFlow thread settings.
+
+Loads a pushed pair the way ``lcron serve`` does (``serving.backends.InProcessBackend``) and
+times the in-process cascade path (``_InProcessPair._cascade_batch``: retrieval then ranking on
+a ``[B, ...]`` batch) for each batch size, in a fresh process per thread setting (TensorFlow
+fixes its pools at start-up). Prints, per setting and batch size, the wall time of a batch
+(median), its split between the stages, and the process's CPU time per request: the figure that
+bounds throughput (requests/s per core = 1000 / CPU ms per request) and that a busy machine
+disturbs far less than latency.
+
+    lcron bench stage -- --serving-dir outputs/serving
+    lcron bench stage -- --serving-dir DIR --threads 0,0 1,1 2,1 --batches 1 4 16 32
+
+``--threads INTRA,INTER``: TensorFlow's intra-/inter-op pool sizes (0: TensorFlow's default, one
+per core). Users: synthetic (random ids and behaviour sequences), or ``--users FILE`` (a JSON
+list of the service's ``user`` objects).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _worker(args: argparse.Namespace) -> dict:
+    """Runs in the child process: fixed threads, every batch size."""
+    import asyncio
+
+    from serving import manifest as manifest_lib
+    from serving.app import User, build_query
+    from serving.backends import InProcessBackend, configure_tf_threads
+
+    intra, inter = (int(v) or None for v in args.worker.split(","))
+    configure_tf_threads(intra, inter)
+    backend = InProcessBackend()
+    manifest = manifest_lib.read_manifest(args.serving_dir)
+    pair = asyncio.run(backend.load_pair(Path(args.serving_dir), manifest))
+    users = _users(args)
+    queries = [build_query(User(**u)) for u in users]
+    out = {"threads": args.worker, "batches": {}}
+    for batch in args.batches:
+        rows = [queries[i % len(queries)] for i in range(batch)]
+        query = {k: np.concatenate([q[k] for q in rows]) for k in rows[0]}
+        for _ in range(3):  # warm: first calls trace and allocate
+            pair._cascade_batch(args.k1, query)
+        iterations = max(5, args.requests // batch)
+        walls, retrieval, ranking = [], [], []
+        cpu0 = time.process_time()
+        for _ in range(iterations):
+            started = time.perf_counter()
+            result = pair._cascade_batch(args.k1, query)
+            walls.append((time.perf_counter() - started) * 1e3)
+            retrieval.append(float(result["retrieval_ms"][0]))
+            ranking.append(float(result["ranking_ms"][0]))
+        cpu_ms = (time.process_time() - cpu0) * 1e3
+        out["batches"][batch] = {
+            "wall_ms": float(np.median(walls)),
+            "retrieval_ms": float(np.median(retrieval)),
+            "retrieval_p99_ms": float(np.percentile(retrieval, 99)),
+            "ranking_ms": float(np.median(ranking)),
+            "cpu_ms_per_request": cpu_ms / (iterations * batch),
+        }
+    asyncio.run(backend.aclose())
+    return out
+
+
+def _users(args: argparse.Namespace) -> list[dict]:
+    if args.users:
+        return json.loads(Path(args.users).read_text())
+    rng = np.random.default_rng(0)
+    users = []
+    for _ in range(256):
+        seq = rng.integers(0, 10**6, size=int(rng.integers(0, 51))).tolist()
+        users.append(
+            {
+                "user_id": int(rng.integers(0, 50_000)),
+                "device_id": int(rng.integers(0, 50_000)),
+                "age": int(rng.integers(0, 8)),
+                "gender": int(rng.integers(0, 3)),
+                "province": int(rng.integers(0, 34)),
+                "seq_video_id": seq,
+                "seq_author_id": [v % 5000 for v in seq],
+                "seq_category_level_two": [v % 200 for v in seq],
+            }
+        )
+    return users
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--serving-dir", required=True, help="a push dir (manifest.json)")
+    parser.add_argument("--users", help="JSON list of user objects (default: synthetic)")
+    parser.add_argument("--threads", nargs="+", default=["0,0", "1,1", "2,1"])
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 4, 16, 32])
+    parser.add_argument("--requests", type=int, default=400, help="requests timed per size")
+    parser.add_argument("--k1", type=int, default=100)
+    parser.add_argument("--worker", help=argparse.SUPPRESS)  # INTRA,INTER: the child's mode
+    parser.add_argument("--json-out")
+    args = parser.parse_args(argv)
+    if args.worker:
+        print(json.dumps(_worker(args)))
+        return 0
+
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT)}
+    results = []
+    for threads in args.threads:
+        cmd = [sys.executable, __file__, "--worker", threads, *(argv or sys.argv[1:])]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
+        if proc.returncode != 0:
+            print(proc.stderr[-3000:], file=sys.stderr)
+            return 1
+        results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    print(f"pair: {args.serving_dir}; K1={args.k1}; {os.cpu_count()} CPUs; medians (ms)")
+    print(
+        f"{'intra,inter':>11} {'batch':>5} | {'batch wall':>10} {'retrieval':>9} {'retr p99':>8} "
+        f"{'ranking':>8} | {'CPU ms/req':>10} {'req/s/core':>10}"
+    )
+    for result in results:
+        for batch, row in result["batches"].items():
+            print(
+                f"{result['threads']:>11} {batch:>5} | {row['wall_ms']:>10.2f} "
+                f"{row['retrieval_ms']:>9.2f} {row['retrieval_p99_ms']:>8.2f} "
+                f"{row['ranking_ms']:>8.2f} | "
+                f"{row['cpu_ms_per_request']:>10.2f} {1000 / row['cpu_ms_per_request']:>10.0f}"
+            )
+    print("threads 0: TensorFlow's default (one per core); retr p99: over the timed batches.")
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

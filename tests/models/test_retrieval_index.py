@@ -1,0 +1,102 @@
+"""Retrieval's top-K index options and the recall@K measurement the push relies on.
+
+Small random embeddings, no training: the metric must give 1.0 to an exact index (ties at the
+K-th score included), less to a broken one, and ScaNN configured to search everything and
+re-score every item must answer exactly what brute force answers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+
+from models.config import IndexConfig
+from models.exporter import index_recall
+
+
+def _corpus(n: int = 600, d: int = 8, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    candidates = rng.normal(size=(n, d)).astype(np.float32)
+    ids = rng.permutation(np.arange(10_000, 10_000 + n)).astype(np.int64)  # unsorted ids
+    queries = rng.normal(size=(40, d)).astype(np.float32)
+    return candidates, ids, queries
+
+
+def _brute_force(candidates, ids, k):
+    index = tfrs.layers.factorized_top_k.BruteForce(k=k)
+    index.index(tf.constant(candidates), identifiers=tf.constant(ids))
+    return index
+
+
+def test_index_config_picks_the_kind_by_corpus_size_and_rejects_typos():
+    auto = IndexConfig(scann_min_items=1000)
+    assert auto.resolved_kind(999) == "brute_force"
+    assert auto.resolved_kind(1000) == "scann"
+    assert IndexConfig(kind="scann").resolved_kind(10) == "scann"
+    assert IndexConfig(kind="brute_force").resolved_kind(10**9) == "brute_force"
+    params = IndexConfig().scann_params(1_000_000, k=100)
+    assert params["num_leaves"] == 1000 and params["num_leaves_to_search"] == 100
+    assert params["num_reordering_candidates"] == 1000
+    small = IndexConfig(num_leaves=50, num_leaves_to_search=80).scann_params(20, k=5)
+    assert small["num_leaves"] == 20 and small["num_leaves_to_search"] == 20
+    with pytest.raises(ValueError, match="kind"):
+        IndexConfig(kind="annoy")
+    with pytest.raises(ValueError, match="unknown field"):
+        IndexConfig.from_dict({"num_leafs": 3})
+
+
+def test_exact_index_has_recall_one_and_a_broken_index_less():
+    candidates, ids, queries = _corpus()
+    exact = index_recall(_brute_force(candidates, ids, 20), candidates, ids, queries)
+    assert exact["recall_at_k"] == 1.0 and exact["recall_min"] == 1.0
+    assert exact["recall_queries"] == len(queries)
+
+    # Half the items' embeddings are wrong in the index: it cannot find them any more.
+    corrupted = candidates.copy()
+    corrupted[::2] = -corrupted[::2]
+    broken = index_recall(_brute_force(corrupted, ids, 20), candidates, ids, queries)
+    assert broken["recall_at_k"] < 0.8
+    assert broken["recall_min"] <= broken["recall_p10"] <= broken["recall_at_k"]
+
+    # An index returning ids that are not in the corpus scores nothing for them.
+    stranger_ids = ids + 1_000_000
+    stranger = index_recall(_brute_force(candidates, stranger_ids, 20), candidates, ids, queries)
+    assert stranger["recall_at_k"] == 0.0
+
+
+def test_ties_at_the_kth_score_do_not_count_as_misses():
+    candidates, ids, queries = _corpus(n=200)
+    # Every item twice (same embedding, different id): any of two tied copies is a right answer.
+    doubled = np.concatenate([candidates, candidates])
+    doubled_ids = np.concatenate([ids, ids + 500_000])
+    k = 15  # odd: the top K must split a tied pair
+    reverse = doubled[::-1].copy(), doubled_ids[::-1].copy()  # brute force keeps other copies
+    report = index_recall(_brute_force(*reverse, k), doubled, doubled_ids, queries)
+    assert report["recall_at_k"] == 1.0
+
+
+def test_scann_searching_everything_answers_as_brute_force():
+    candidates, ids, queries = _corpus(n=500)
+    k = 10
+    scann = tfrs.layers.factorized_top_k.ScaNN(
+        k=k,
+        num_leaves=5,
+        num_leaves_to_search=5,  # every partition
+        num_reordering_candidates=500,  # every item re-scored exactly
+        dimensions_per_block=1,
+    )
+    scann.index(tf.constant(candidates), identifiers=tf.constant(ids))
+    scann_scores, scann_ids = scann(tf.constant(queries))
+    exact_scores, exact_ids = _brute_force(candidates, ids, k)(tf.constant(queries))
+    np.testing.assert_array_equal(scann_ids.numpy(), exact_ids.numpy())
+    np.testing.assert_allclose(scann_scores.numpy(), exact_scores.numpy(), rtol=1e-5)
+    assert index_recall(scann, candidates, ids, queries)["recall_at_k"] == 1.0
+
+    # Searching one partition of 25 without re-scoring misses a good part of the top K.
+    coarse = tfrs.layers.factorized_top_k.ScaNN(
+        k=k, num_leaves=25, num_leaves_to_search=1, dimensions_per_block=4
+    )
+    coarse.index(tf.constant(candidates), identifiers=tf.constant(ids))
+    assert index_recall(coarse, candidates, ids, queries)["recall_at_k"] < 0.9
