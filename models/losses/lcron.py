@@ -264,29 +264,13 @@ def lcron_cascade_terms(
     labels, mask_f = _prepare(labels, mask, tf.float32)
     impl = resolve_impl(impl, stage_logits[0].shape[-1])
     y = targets.ground_truth_indicator(labels, mask_f, gt_num)
-    list_size = stage_logits[0].shape[-1]
-    one_block = list_size is not None and list_size <= block_rows
-    if impl in (BLOCKED, BLOCKED_XLA) and one_block and len(set(ks)) == 1 and len(ks) > 1:
-        # A short list: the stages share one call, stacked on the batch axis, so half the ops,
-        # each twice the size (per-op overhead dominates there; memory is one small block).
-        num = len(stage_logits)
-        keep, drop = keep_and_drop_from_scores(
-            tf.concat(stage_logits, axis=0),
-            tf.concat([mask_f] * num, axis=0),
-            ks[0],
-            sort_op=sort_op,
-            tau=tau,
-            impl=impl,
-            block_rows=block_rows,
+    # One call per stage: the two stages' ops are independent, so they run side by side.
+    keep_drop = [
+        keep_and_drop_from_scores(
+            s, mask_f, k, sort_op=sort_op, tau=tau, impl=impl, block_rows=block_rows
         )
-        keep_drop = list(zip(tf.split(keep, num), tf.split(drop, num), strict=True))
-    else:
-        keep_drop = [
-            keep_and_drop_from_scores(
-                s, mask_f, k, sort_op=sort_op, tau=tau, impl=impl, block_rows=block_rows
-            )
-            for s, k in zip(stage_logits, ks, strict=True)
-        ]
+        for s, k in zip(stage_logits, ks, strict=True)
+    ]
     terms = {"l_e2e": _end_to_end_from_probabilities(keep_drop, y, mask_f)}
     names = targets.stage_names(len(keep_drop))
     for name, (keep, drop), k in zip(names, keep_drop, ks, strict=True):

@@ -160,8 +160,10 @@ class _Context:
                 tf.reduce_sum(e if v is None else e * v[:, tf.newaxis, :], axis=-1) for v in weights
             ]
         # Without XLA, one batched matmul per block beats broadcasting products on CPU.
-        stacked = tf.stack([tf.ones_like(e[:, 0]) if v is None else v for v in weights], -1)
-        return tf.unstack(tf.matmul(e, stacked), axis=-1)
+        # Vectors stacked on axis 1 (a contiguous copy; axis -1 interleaves, several times
+        # slower) and the product taken as [k, list] x [list, block].
+        stacked = tf.stack([tf.ones_like(e[:, 0]) if v is None else v for v in weights], 1)
+        return tf.unstack(tf.matmul(stacked, e, transpose_b=True), axis=1)
 
     def weighted_cols(self, e: tf.Tensor, weights: list[tf.Tensor]) -> list[tf.Tensor]:
         """[sum_j e[:, j, i] v[:, j] for v in weights] ([batch, list] each)."""
@@ -264,12 +266,13 @@ class _PairwiseSpread:
             self.value = tf.where(ctx.valid, spread, 0.0)
             return
         # s_i - s_k as a K=2 matmul (exact: every product is by 1).
-        diff = tf.matmul(tf.stack([scores, ones], -1), tf.stack([ones, -scores], 1))
+        diff = tf.matmul(tf.stack([scores, ones], 1), tf.stack([ones, -scores], 1), True)
         self.sign = tf.sign(diff)
         count = tf.maximum(tf.reduce_sum(ctx.valid_f, axis=-1, keepdims=True), 1.0)
         centred = scores - tf.reduce_sum(scores * ctx.valid_f, axis=-1, keepdims=True) / count
+        vectors = tf.stack([ctx.valid_f, ctx.valid_f * centred], 1)
         self.sign_count, signed_sum = tf.unstack(
-            tf.matmul(self.sign, tf.stack([ctx.valid_f, ctx.valid_f * centred], -1)), axis=-1
+            tf.matmul(vectors, self.sign, transpose_b=True), axis=1
         )
         self.value = tf.where(ctx.valid, centred * self.sign_count - signed_sum, 0.0)
 
@@ -342,7 +345,8 @@ def _neural_sort_sums(ctx: _Context, scores: tf.Tensor) -> tuple[tf.Tensor, tf.T
             # Rows past the valid count get c = 0, logits -A_i / tau (finite) and weight 0.
             coef = (top + rest) * tf.cast(ctx.n[:, tf.newaxis] - 1 - 2 * j, tf.float32)
             if not ctx.fused:
-                logits = tf.matmul(tf.stack([coef, ctx.ones()], axis=-1), items)
+                rows = tf.stack([coef, ctx.ones()], axis=1)  # [batch, 2, block]
+                logits = tf.matmul(rows, items, transpose_a=True)
                 return _softmax_rows(logits, ctx, None), coef, top, rest
             logits = coef[:, :, tf.newaxis] * u[:, tf.newaxis, :] + neg[:, tf.newaxis, :]
             if ctx.single_block:  # no sort: XLA fuses the row maximum
@@ -416,7 +420,8 @@ def _soft_sort_sums(
             if ctx.fused:
                 diff = t[:, :, tf.newaxis] - items[:, tf.newaxis, :]
             else:  # a K=2 matmul beats TensorFlow's broadcasting subtraction on CPU
-                diff = tf.matmul(tf.stack([t, tf.ones_like(t)], axis=-1), items_2)
+                anchors_2 = tf.stack([t, tf.ones_like(t)], axis=1)  # [batch, 2, block]
+                diff = tf.matmul(anchors_2, items_2, transpose_a=True)
             # Row j peaks at 0 (the item whose score is t_j).
             probs = _softmax_rows(-tf.abs(diff), ctx, tf.zeros_like(t))
             return probs, diff, top, rest
