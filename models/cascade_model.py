@@ -13,6 +13,13 @@ so Keras logs all of them (and the TensorBoard callback writes them) for train a
 With ``LossConfig.corpus_weight > 0`` the retrieval stage also gets the corpus term
 (``models.losses.corpus``: each request's ground truth against the batch's items, logQ-corrected),
 added to the cascade loss with that weight and logged as ``l_corpus``.
+
+The cascade metrics sort and compare every pair of a request's candidates (Kendall's tau is
+O(list_size^2) per request): in training they cost about a sixth of a step at list 40
+(``benchmarks/train_bench.py --profile``) and tell nothing the loss needs. So while training,
+they are updated on every ``train_metrics_every``-th step (and on the first step after Keras
+resets them, so that every epoch logs them): the logged train figures are means over those
+steps' requests. Evaluation updates them on every batch.
 """
 
 from __future__ import annotations
@@ -43,6 +50,8 @@ class CascadeModel(tfrs.models.Model):
       item_log_q: log sampling probability per transformed video id
         (``models.data.item_sampling_log_q``); needed when ``loss_config.corpus_weight > 0``
         and ``corpus_logq``.
+      train_metrics_every: update the cascade metrics on every n-th training step (1: every
+        step); the loss terms are tracked on every step.
 
     Call: transformed features -> {"retrieval": [B, L], "ranking": [B, L]} logits.
     """
@@ -55,9 +64,13 @@ class CascadeModel(tfrs.models.Model):
         loss_config: LossConfig | None = None,
         metric_config: MetricConfig | None = None,
         item_log_q: Any = None,
+        train_metrics_every: int = 1,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if train_metrics_every < 1:
+            raise ValueError(f"train_metrics_every must be >= 1, got {train_metrics_every}")
+        self.train_metrics_every = int(train_metrics_every)
         self.model_config = model_config or ModelConfig()
         self.loss_config = loss_config or LossConfig()
         self.metric_config = metric_config or MetricConfig()
@@ -92,9 +105,18 @@ class CascadeModel(tfrs.models.Model):
         terms = self.cascade_loss(stage_logits, labels, mask)
         for name, tracker in self.term_trackers.items():
             tracker.update_state(terms[name])
-        metrics.update_cascade_metrics(
-            self.cascade_metrics, labels, {stage: logits[stage] for stage in STAGES}, mask
-        )
+
+        def update_metrics() -> None:
+            metrics.update_cascade_metrics(
+                self.cascade_metrics, labels, {stage: logits[stage] for stage in STAGES}, mask
+            )
+
+        optimizer = getattr(self, "optimizer", None)  # absent before compile()
+        if not training or self.train_metrics_every == 1 or optimizer is None:
+            update_metrics()
+        else:
+            due = tf.equal(optimizer.iterations % self.train_metrics_every, 0)
+            tf.cond(due | self._metrics_empty(), update_metrics, lambda: None)
         if self.corpus_tracker is None:
             return terms["loss"]
         l_corpus = self.corpus_term(inputs, labels, mask)
@@ -115,3 +137,10 @@ class CascadeModel(tfrs.models.Model):
         return losses.corpus_softmax_loss(
             query, candidates, ids, positives, samples, log_q, self.retrieval.temperature
         )
+
+    def _metrics_empty(self) -> tf.Tensor:
+        """True while no cascade metric holds a value (right after Keras' per-epoch reset)."""
+        counts = [m.count for m in self.cascade_metrics.values() if hasattr(m, "count")]
+        if not counts:
+            return tf.constant(True)
+        return tf.reduce_all([tf.equal(c, 0.0) for c in counts])

@@ -39,6 +39,8 @@ LOSS_METHODS: tuple[str, ...] = (
     "lcron",
 )
 SORT_OPS: tuple[str, ...] = ("neural_sort", "soft_sort")
+# How LCRON computes its top-k probabilities (``models.losses.lcron.IMPLS``, checked by a test).
+LCRON_IMPLS: tuple[str, ...] = ("auto", "dense", "blocked", "dense_xla", "blocked_xla")
 WEIGHTINGS: tuple[str, ...] = ("uwl", "fixed")
 # Which batch items are the sampled negatives of the retrieval corpus term (``corpus_weight``).
 CORPUS_NEGATIVES: tuple[str, ...] = ("logged", "in_batch")
@@ -88,6 +90,13 @@ class LossConfig:
         "logged" (every logged candidate of the batch's requests).
       corpus_logq: subtract log Q(item), the item's share of the sampled slots in the training
         data (Yi et al. 2019); False samples without correction (popular items over-penalised).
+      lcron_impl: how LCRON computes each stage's relaxed top-k (same values and gradients,
+        different time and memory; ``benchmarks/loss_bench.py``): "dense" (the [batch, n, n]
+        permutation matrices, autodiff), "blocked" (rows in blocks, a hand-derived gradient,
+        memory linear in n), "dense_xla" / "blocked_xla" (the same compiled with XLA), or
+        "auto" (the fastest measured at the list size).
+      lcron_block_rows: rows of a permutation matrix per block of the blocked path (memory
+        per block: batch x rows x list_size floats; a list that fits one block is one block).
     """
 
     method: str = "lcron"
@@ -110,6 +119,8 @@ class LossConfig:
     corpus_weight: float = 0.0
     corpus_negatives: str = "in_batch"
     corpus_logq: bool = True
+    lcron_impl: str = "auto"
+    lcron_block_rows: int = 64
 
     def __post_init__(self) -> None:
         for name, known in (
@@ -118,12 +129,17 @@ class LossConfig:
             ("weighting", WEIGHTINGS),
             ("corpus_negatives", CORPUS_NEGATIVES),
             ("baseline_variant", BASELINE_VARIANTS),
+            ("lcron_impl", LCRON_IMPLS),
         ):
             value = getattr(self, name)
             if value not in known:
                 raise ValueError(f"LossConfig.{name}: unknown value {value!r}; known: {known}")
         if self.corpus_weight < 0:
             raise ValueError(f"LossConfig.corpus_weight must be >= 0, got {self.corpus_weight}")
+        if self.lcron_block_rows < 1:
+            raise ValueError(
+                f"LossConfig.lcron_block_rows must be >= 1, got {self.lcron_block_rows}"
+            )
 
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None) -> LossConfig:
@@ -282,6 +298,10 @@ class TrainerConfig:
       distribution: tf.distribute strategy, one of ``DISTRIBUTION_STRATEGIES``; "default" is
         the default strategy (one device), the others read the cluster from TF_CONFIG.
       seed: seed of the weights' initialisation and of the input shuffling.
+      train_metrics_every: update the cascade metrics on every n-th training step (and on an
+        epoch's first); the logged train metrics are means over those steps' requests, the
+        loss terms are tracked on every step and evaluation on every batch. The metrics cost
+        about a sixth of a step at list 40 and grow with list_size^2 (Kendall's tau).
     """
 
     batch_size: int = 256
@@ -292,9 +312,10 @@ class TrainerConfig:
     shuffle_buffer: int = 4096
     distribution: str = "default"
     seed: int = 0
+    train_metrics_every: int = 10
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "train_steps", "steps_per_epoch"):
+        for name in ("batch_size", "train_steps", "steps_per_epoch", "train_metrics_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"TrainerConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.distribution not in DISTRIBUTION_STRATEGIES:

@@ -159,6 +159,7 @@ def fit(
             loss_config=hp.loss,
             metric_config=hp.metrics,
             item_log_q=item_log_q,
+            train_metrics_every=tc.train_metrics_every,
         )
         model.compile(optimizer=tf.keras.optimizers.Adam(tc.learning_rate))
         if tc.distribution == "multi_worker_mirrored":

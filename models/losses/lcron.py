@@ -20,6 +20,11 @@ way and the paper's numbers come from it, so we do too. "mean_i" is over the lis
 
 The authors use k_s = gt_num for every stage inside these terms (not the serving cut-offs 30
 and 20); ``ks`` makes it per stage.
+
+Two implementations give the same values and gradients (``impl``, ``LossConfig.lcron_impl``):
+"dense" builds each P_s ([batch, n, n], memory O(batch n^2)) and lets TensorFlow differentiate;
+"blocked" (``lcron_blocked``) computes only the two row sums p and r need, in blocks of rows,
+with a hand-derived gradient (memory O(batch n) beyond one block). "auto" picks the fastest.
 """
 
 from __future__ import annotations
@@ -29,10 +34,41 @@ from typing import Any
 
 import tensorflow as tf
 
-from models.losses import sorting, targets
+from models.losses import lcron_blocked, sorting, targets
 from models.losses.base import CascadeLoss
 
 EPS = 1e-6
+
+
+DENSE = "dense"
+BLOCKED = "blocked"
+DENSE_XLA = "dense_xla"
+BLOCKED_XLA = "blocked_xla"
+AUTO = "auto"
+#: How LCRON computes its terms (``LossConfig.lcron_impl``). All give the same values and
+#: gradients; they differ in time and memory (``benchmarks/loss_bench.py``):
+#:   dense        today's form: each stage's [batch, n, n] permutation matrix, autodiff.
+#:   blocked      ``lcron_blocked``: row blocks, hand-derived gradient, memory linear in n.
+#:   *_xla        the same under XLA (``tf.function(jit_compile=True)``).
+#:   auto         ``resolve_impl``: the fastest measured at the list size.
+IMPLS = (AUTO, DENSE, BLOCKED, DENSE_XLA, BLOCKED_XLA)
+
+
+def resolve_impl(impl: str, list_size: int | None) -> str:
+    """The implementation ``impl`` names; for "auto", the fastest at ``list_size``.
+
+    "auto" is "blocked" at every list size: in ``benchmarks/loss_bench.py`` (batch 1024, CPU)
+    it is the fastest path at lists 40, 200 and 1000, and XLA makes neither path faster on CPU
+    (TensorFlow 2.15's XLA CPU backend sorts, gathers and runs batched matmuls slowly), while
+    the blocked path's memory is linear in the list size. A list size unknown at trace time
+    gets it too.
+    """
+    if impl not in IMPLS:
+        raise ValueError(f"lcron_impl must be one of {IMPLS}, got {impl!r}")
+    if impl != AUTO:
+        return impl
+    del list_size  # one path wins at every size measured; the argument keeps the choice local
+    return BLOCKED
 
 
 def keep_and_drop_probabilities(perm: tf.Tensor, k: int) -> tuple[tf.Tensor, tf.Tensor]:
@@ -53,9 +89,82 @@ def keep_and_drop_probabilities(perm: tf.Tensor, k: int) -> tuple[tf.Tensor, tf.
     return keep, drop
 
 
+def keep_and_drop_from_scores(
+    scores: tf.Tensor,
+    mask: tf.Tensor | None,
+    k: int,
+    *,
+    sort_op: str = sorting.NEURAL_SORT,
+    tau: float = 50.0,
+    impl: str = DENSE,
+    block_rows: int = lcron_blocked.DEFAULT_BLOCK_ROWS,
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """(p, r) of :func:`keep_and_drop_probabilities` straight from a stage's scores.
+
+    ``impl`` "dense" builds the permutation matrix; "blocked" (or "blocked_xla", the same
+    function: XLA is applied by the caller) sums its rows in blocks (``lcron_blocked``), with
+    the same values and gradients and memory linear in the list size.
+
+    Args:
+      scores: [batch, list_size] the stage's logits.
+      mask: [batch, list_size] 0/1, or None.
+      k: the stage's cut-off.
+      sort_op / tau: the differentiable sort.
+      impl: "dense", "blocked", "dense_xla" or "blocked_xla".
+      block_rows: rows per block of the blocked path.
+
+    Returns:
+      Two [batch, list_size] float32 tensors.
+    """
+    if impl in (DENSE, DENSE_XLA):
+        perm = sorting.permutation_matrix(scores, mask, sort_op=sort_op, tau=tau)
+        return keep_and_drop_probabilities(perm, k)
+    if impl not in (BLOCKED, BLOCKED_XLA):
+        raise ValueError(f"impl must be one of {IMPLS[1:]}, got {impl!r}")
+    top, rest = lcron_blocked.top_k_and_rest_sums(
+        scores,
+        mask,
+        k,
+        sort_op=sort_op,
+        tau=tau,
+        block_rows=block_rows,
+        # Under XLA, elementwise products and reductions fuse; without it, small matmuls win.
+        fused=impl == BLOCKED_XLA,
+    )
+    # top + rest is the column sum c; held constant as in the dense form.
+    denom = tf.stop_gradient(top + rest) + EPS
+    return top / denom, rest / denom
+
+
 def _prepare(labels: tf.Tensor, mask: tf.Tensor, dtype: tf.DType) -> tuple[tf.Tensor, tf.Tensor]:
     mask_f = tf.cast(mask, dtype)
     return tf.cast(labels, dtype), mask_f
+
+
+def _single_stage_from_probabilities(
+    keep: tf.Tensor, drop: tf.Tensor, ground_truth: tf.Tensor, mask: tf.Tensor, k: int
+) -> tf.Tensor:
+    per_item = -tf.math.log(keep + EPS) * ground_truth - tf.math.log(drop + EPS) * (
+        1.0 - ground_truth
+    )
+    per_request = tf.reduce_mean(per_item * mask, axis=-1)
+    enough = tf.cast(tf.reduce_sum(mask, axis=-1) > float(k), per_request.dtype)
+    return tf.reduce_mean(per_request * enough)
+
+
+def _end_to_end_from_probabilities(
+    keep_drop: Sequence[tuple[tf.Tensor, tf.Tensor]], ground_truth: tf.Tensor, mask: tf.Tensor
+) -> tf.Tensor:
+    q = 1.0
+    q_neg = 1.0
+    for keep, drop in keep_drop:
+        q = q * keep
+        q_neg = q_neg * (1.0 - drop)
+    # 1 - q' >= 0 up to rounding; the clip keeps log's argument positive for any rounding.
+    per_item = -tf.math.log(q + EPS) * ground_truth - tf.math.log(
+        tf.maximum(1.0 - q_neg, 0.0) + EPS
+    ) * (1.0 - ground_truth)
+    return tf.reduce_mean(tf.reduce_mean(per_item * mask, axis=-1))
 
 
 def single_stage_loss(
@@ -70,12 +179,7 @@ def single_stage_loss(
       k: the stage's k; requests with no more than k valid items contribute 0.
     """
     keep, drop = keep_and_drop_probabilities(perm, k)
-    per_item = -tf.math.log(keep + EPS) * ground_truth - tf.math.log(drop + EPS) * (
-        1.0 - ground_truth
-    )
-    per_request = tf.reduce_mean(per_item * mask, axis=-1)
-    enough = tf.cast(tf.reduce_sum(mask, axis=-1) > float(k), per_request.dtype)
-    return tf.reduce_mean(per_request * enough)
+    return _single_stage_from_probabilities(keep, drop, ground_truth, mask, k)
 
 
 def end_to_end_loss(
@@ -89,17 +193,8 @@ def end_to_end_loss(
       mask: [batch, list_size] 0/1 float.
       ks: one k per stage.
     """
-    q = 1.0
-    q_neg = 1.0
-    for perm, k in zip(perms, ks, strict=True):
-        keep, drop = keep_and_drop_probabilities(perm, k)
-        q = q * keep
-        q_neg = q_neg * (1.0 - drop)
-    # 1 - q' >= 0 up to rounding; the clip keeps log's argument positive for any rounding.
-    per_item = -tf.math.log(q + EPS) * ground_truth - tf.math.log(
-        tf.maximum(1.0 - q_neg, 0.0) + EPS
-    ) * (1.0 - ground_truth)
-    return tf.reduce_mean(tf.reduce_mean(per_item * mask, axis=-1))
+    keep_drop = [keep_and_drop_probabilities(p, k) for p, k in zip(perms, ks, strict=True)]
+    return _end_to_end_from_probabilities(keep_drop, ground_truth, mask)
 
 
 def survival_lower_bound_from_perms(perms: Sequence[tf.Tensor], ks: Sequence[int]) -> tf.Tensor:
@@ -139,6 +234,8 @@ def lcron_cascade_terms(
     ks: Sequence[int] | None = None,
     sort_op: str = sorting.NEURAL_SORT,
     tau: float = 50.0,
+    impl: str = DENSE,
+    block_rows: int = lcron_blocked.DEFAULT_BLOCK_ROWS,
 ) -> dict[str, tf.Tensor]:
     """LCRON's terms for a cascade of any number of stages.
 
@@ -150,6 +247,10 @@ def lcron_cascade_terms(
       ks: per-stage k inside the terms; None means gt_num for every stage (the authors').
       sort_op: "neural_sort" or "soft_sort".
       tau: temperature of the sort on the logits.
+      impl: how to compute the stages' top-k probabilities (``IMPLS``; "auto" resolves by the
+        static list size). The "_xla" variants compute the same function here; ``LcronLoss``
+        compiles it.
+      block_rows: rows per block of the blocked path.
 
     Returns:
       {"l_e2e": scalar, "l_single_<stage name>": scalar per stage}; names from
@@ -161,11 +262,19 @@ def lcron_cascade_terms(
         raise ValueError(f"got {len(stage_logits)} stages but {len(ks)} per-stage k: {tuple(ks)}")
     stage_logits = [tf.cast(s, tf.float32) for s in stage_logits]
     labels, mask_f = _prepare(labels, mask, tf.float32)
+    impl = resolve_impl(impl, stage_logits[0].shape[-1])
     y = targets.ground_truth_indicator(labels, mask_f, gt_num)
-    perms = [sorting.permutation_matrix(s, mask_f, sort_op=sort_op, tau=tau) for s in stage_logits]
-    terms = {"l_e2e": end_to_end_loss(perms, y, mask_f, ks)}
-    for name, perm, k in zip(targets.stage_names(len(perms)), perms, ks, strict=True):
-        terms[f"l_single_{name}"] = single_stage_loss(perm, y, mask_f, k)
+    # One call per stage: the two stages' ops are independent, so they run side by side.
+    keep_drop = [
+        keep_and_drop_from_scores(
+            s, mask_f, k, sort_op=sort_op, tau=tau, impl=impl, block_rows=block_rows
+        )
+        for s, k in zip(stage_logits, ks, strict=True)
+    ]
+    terms = {"l_e2e": _end_to_end_from_probabilities(keep_drop, y, mask_f)}
+    names = targets.stage_names(len(keep_drop))
+    for name, (keep, drop), k in zip(names, keep_drop, ks, strict=True):
+        terms[f"l_single_{name}"] = _single_stage_from_probabilities(keep, drop, y, mask_f, k)
     return terms
 
 
@@ -178,6 +287,7 @@ def lcron_loss_terms(
     gt_num: int = 10,
     sort_op: str = sorting.NEURAL_SORT,
     tau: float = 50.0,
+    impl: str = DENSE,
 ) -> dict[str, tf.Tensor]:
     """LCRON's terms for the two-stage cascade (k = gt_num in both stages, the authors' choice).
 
@@ -189,6 +299,7 @@ def lcron_loss_terms(
       gt_num: size of the ground-truth set (and k of both stages).
       sort_op: "neural_sort" or "soft_sort".
       tau: temperature of the sort on the logits.
+      impl: "dense", "blocked", ... (see ``lcron_cascade_terms``).
 
     Returns:
       {"l_single_retrieval", "l_single_ranking", "l_e2e"}: scalar float32 tensors.
@@ -199,9 +310,19 @@ def lcron_loss_terms(
       >>> total = terms["l_e2e"] + terms["l_single_retrieval"] + terms["l_single_ranking"]
     """
     return lcron_cascade_terms(
-        [retrieval_logits, ranking_logits], labels, mask, gt_num=gt_num, sort_op=sort_op, tau=tau
+        [retrieval_logits, ranking_logits],
+        labels,
+        mask,
+        gt_num=gt_num,
+        sort_op=sort_op,
+        tau=tau,
+        impl=impl,
     )
 
+
+# The terms compiled with XLA, for the "_xla" paths (one trace per shape and setting). Inside a
+# Keras train step it becomes one XLA cluster, forward and backward.
+_xla_cascade_terms = tf.function(lcron_cascade_terms, jit_compile=True)
 
 UWL = "uwl"
 FIXED = "fixed"
@@ -228,6 +349,10 @@ class LcronLoss(CascadeLoss):
       use_single: include the L_single terms.
       weighting: "uwl" or "fixed".
       fixed_weights: per-stage L_single weights for "fixed".
+      impl: how the stages' top-k probabilities are computed (``IMPLS``): "dense", "blocked",
+        "dense_xla", "blocked_xla" (compiled with XLA) or "auto" (``resolve_impl`` at the
+        list size of the first call). Same values and gradients.
+      block_rows: rows per block of the blocked path.
 
     Returned terms: "loss", "l_e2e", "l_single_<stage>", and "uwl_w_<stage>" under "uwl".
     """
@@ -245,6 +370,8 @@ class LcronLoss(CascadeLoss):
         use_single: bool = True,
         weighting: str = UWL,
         fixed_weights: Sequence[float] = (1.0, 1.0),
+        impl: str = AUTO,
+        block_rows: int = lcron_blocked.DEFAULT_BLOCK_ROWS,
         **kwargs: Any,
     ) -> None:
         super().__init__(num_stages=num_stages, gt_num=gt_num, **kwargs)
@@ -268,6 +395,12 @@ class LcronLoss(CascadeLoss):
                 f"LcronLoss: fixed_weights needs one weight per stage ({self.num_stages}), "
                 f"got {tuple(fixed_weights)}"
             )
+        if impl not in IMPLS:
+            raise ValueError(f"LcronLoss: impl must be one of {IMPLS}, got {impl!r}")
+        if block_rows < 1:
+            raise ValueError(f"LcronLoss: block_rows must be >= 1, got {block_rows}")
+        self.impl = impl
+        self.block_rows = int(block_rows)
         self.sort_op = sort_op
         self.tau = float(tau)
         self.stage_top_k = None if stage_top_k is None else tuple(int(k) for k in stage_top_k)
@@ -285,14 +418,18 @@ class LcronLoss(CascadeLoss):
     def compute_terms(
         self, stage_logits: list[tf.Tensor], labels: tf.Tensor, mask: tf.Tensor
     ) -> dict[str, tf.Tensor]:
-        terms = lcron_cascade_terms(
-            stage_logits,
+        impl = resolve_impl(self.impl, stage_logits[0].shape[-1])
+        compute = _xla_cascade_terms if impl in (DENSE_XLA, BLOCKED_XLA) else lcron_cascade_terms
+        terms = compute(
+            list(stage_logits),
             labels,
             mask,
             gt_num=self.gt_num,
             ks=self.stage_top_k,
             sort_op=self.sort_op,
             tau=self.tau,
+            impl=impl,
+            block_rows=self.block_rows,
         )
         total = terms["l_e2e"] if self.use_e2e else tf.constant(0.0)
         if self.use_single:
@@ -317,5 +454,7 @@ class LcronLoss(CascadeLoss):
             use_single=self.use_single,
             weighting=self.weighting,
             fixed_weights=self.fixed_weights,
+            impl=self.impl,
+            block_rows=self.block_rows,
         )
         return config

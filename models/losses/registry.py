@@ -47,6 +47,8 @@ def get(config: LossConfig | None = None, num_stages: int = 2) -> CascadeLoss:
             use_single=config.use_single,
             weighting=config.weighting,
             fixed_weights=config.fixed_weights,
+            impl=config.lcron_impl,
+            block_rows=config.lcron_block_rows,
         )
     if method not in LOSSES:
         raise ValueError(f"LossConfig.method: unknown loss {method!r}; known: {sorted(LOSSES)}")

@@ -23,8 +23,11 @@ SORT_OPS = (NEURAL_SORT, SOFT_SORT)
 _MASKED_LOGIT = -1e9
 
 
-def _prepare(scores: tf.Tensor, mask: tf.Tensor | None) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-    """Returns float32 scores with padding zeroed, the boolean mask and the valid count [batch]."""
+def prepare_scores(
+    scores: tf.Tensor, mask: tf.Tensor | None
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """(scores, valid, num_valid): float32 scores with padding zeroed, the bool mask and the
+    float number of valid items per request [batch]; shared by the dense and blocked paths."""
     # float32 throughout: half-precision logits would make the sort's softmax too coarse.
     scores = tf.cast(scores, tf.float32)
     valid = tf.ones_like(scores, dtype=tf.bool) if mask is None else tf.cast(mask, tf.bool)
@@ -69,7 +72,7 @@ def neural_sort(scores: tf.Tensor, mask: tf.Tensor | None = None, tau: float = 1
     Returns:
       [batch, list_size, list_size] float: rows = ranks (descending), columns = items.
     """
-    scores, valid, num_valid = _prepare(scores, mask)
+    scores, valid, num_valid = prepare_scores(scores, mask)
     valid_f = tf.cast(valid, scores.dtype)
     # sum_k m_k |s_i - s_k|: [batch, items]
     abs_diff = tf.abs(scores[:, :, tf.newaxis] - scores[:, tf.newaxis, :])
@@ -94,7 +97,24 @@ def soft_sort(scores: tf.Tensor, mask: tf.Tensor | None = None, tau: float = 1.0
     Returns:
       [batch, list_size, list_size] float: rows = ranks (descending), columns = items.
     """
-    scores, valid, num_valid = _prepare(scores, mask)
+    scores, valid, num_valid = prepare_scores(scores, mask)
+    sorted_scores = sorted_valid_scores(scores, valid, num_valid)
+    logits = -tf.abs(sorted_scores[:, :, tf.newaxis] - scores[:, tf.newaxis, :])
+    return _masked_row_softmax(logits, valid, num_valid, tau)
+
+
+def sorted_valid_scores(scores: tf.Tensor, valid: tf.Tensor, num_valid: tf.Tensor) -> tf.Tensor:
+    """SoftSort's row anchors: the valid scores in descending order, then zeros.
+
+    Args:
+      scores: [batch, list_size] float32 scores with padding zeroed (``prepare_scores``).
+      valid: [batch, list_size] bool mask.
+      num_valid: [batch] float number of valid items.
+
+    Returns:
+      [batch, list_size]: entry j is the (j+1)-th largest valid score for j < num_valid, else 0
+      (differentiable through ``tf.math.top_k``).
+    """
     list_size = tf.shape(scores)[-1]
     # Push padding below every valid score for the sort; the values of padding ranks are
     # replaced by 0 right after (their rows are zeroed anyway).
@@ -103,9 +123,7 @@ def soft_sort(scores: tf.Tensor, mask: tf.Tensor | None = None, tau: float = 1.0
     sorted_scores = tf.math.top_k(sortable, k=list_size, sorted=True).values
     rank = tf.range(list_size)
     rank_valid = tf.cast(rank[tf.newaxis, :], num_valid.dtype) < num_valid[:, tf.newaxis]
-    sorted_scores = tf.where(rank_valid, sorted_scores, tf.zeros_like(sorted_scores))
-    logits = -tf.abs(sorted_scores[:, :, tf.newaxis] - scores[:, tf.newaxis, :])
-    return _masked_row_softmax(logits, valid, num_valid, tau)
+    return tf.where(rank_valid, sorted_scores, tf.zeros_like(sorted_scores))
 
 
 def permutation_matrix(

@@ -336,3 +336,33 @@ def test_corpus_term_is_added_with_its_weight_and_trains_only_retrieval():
     assert float(expected_in_batch) != pytest.approx(float(expected_term))
     with pytest.raises(ValueError, match="item_log_q"):
         CascadeModel(SIZES, list_size, loss_config=config)
+
+
+@pytest.mark.parametrize("run_eagerly", [True, pytest.param(False, marks=pytest.mark.slow)])
+def test_train_metrics_every_n_steps_and_on_each_epochs_first(run_eagerly):
+    """Cascade metrics update on steps 0, n, 2n, ... and on an epoch's first step; the loss
+    terms on every step; evaluation on every batch."""
+    list_size, batch = 16, 3
+    tf.keras.utils.set_random_seed(0)
+    model = CascadeModel(
+        SIZES,
+        list_size,
+        loss_config=LossConfig(gt_num=4, stage_keep=(12, 8)),
+        metric_config=MetricConfig(gt_num=4, k1=12, k2=8, ndcg_k=4),
+        train_metrics_every=3,
+    )
+    model.compile(optimizer=tf.keras.optimizers.Adam(0.01), run_eagerly=run_eagerly)
+    data = tf.data.Dataset.from_tensors(make_batch(batch, list_size, seed=3)).repeat()
+    recall = model.cascade_metrics["cascade_recall"]
+    model.fit(data, epochs=1, steps_per_epoch=5, verbose=0)  # steps 0..4: updates at 0 and 3
+    assert float(recall.count) == 2 * batch
+    assert float(model.term_trackers["l_e2e"].count) == 5
+    # Next epoch (steps 5, 6): Keras resets the metrics, step 5 is not due, but it is the
+    # epoch's first, so the epoch still logs its metrics; step 6 is due.
+    history = model.fit(data, epochs=1, steps_per_epoch=2, verbose=0).history
+    assert float(recall.count) == 2 * batch
+    assert history["recall_at_4_at_12_at_8"][-1] > 0.0
+    model.evaluate(data.take(4), verbose=0)
+    assert float(recall.count) == 4 * batch
+    with pytest.raises(ValueError, match="train_metrics_every"):
+        CascadeModel(SIZES, list_size, train_metrics_every=0)
