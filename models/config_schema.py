@@ -17,6 +17,7 @@ its own path while it stays a plain dict.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import types
@@ -282,6 +283,22 @@ def _dedupe(errors: list[tuple[str, str]]) -> list[tuple[str, str]]:
 def to_dict(config: Any) -> dict[str, Any]:
     """The configuration as plain JSON-able values (tuples stay tuples; ``json`` writes lists)."""
     return dataclasses.asdict(config)
+
+
+def effective_dict(config: Any, bare_sections: bool = False) -> dict[str, Any]:
+    """``to_dict`` with every section completed with its class's defaults (what the consumer
+    of the section will use); ``bare_sections``: the sections' class defaults alone."""
+    out: dict[str, Any] = {}
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        cls = section_class(field)
+        if cls is not None and isinstance(value, Mapping):
+            out[field.name] = to_dict(cls() if bare_sections else build(cls, value, field.name))
+        elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+            out[field.name] = effective_dict(value, bare_sections)
+        else:
+            out[field.name] = copy.deepcopy(value)
+    return out
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

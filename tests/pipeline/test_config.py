@@ -47,7 +47,7 @@ def test_file_then_overrides_win(tmp_path: Path) -> None:
         (["data.eval_dayz=[3]"], "eval_dayz"),
         (["nonsense=1"], "nonsense"),
         (["training.loss.methd=bce"], "methd"),
-        (["data=3"], "data must be an object"),
+        (["data=3"], "data: must be an object, got 3"),
         (["no-equals-sign"], "key=value"),
     ],
 )
@@ -116,6 +116,7 @@ def _other_value(name: str, config) -> object:
         "label_mode": "feedback",
         "preset": "recflow",
         "validation": {"time_units": {"duration": "ms"}},
+        "max_dead_letter_share": 0.5,  # a share: +1 would be out of range
     }
     if name in others:
         return others[name]
