@@ -236,6 +236,8 @@ def _message(error: Mapping[str, Any]) -> str:
         if isinstance(bound, float) and bound.is_integer():
             bound = int(bound)
         return f"must be {op} {bound}, got {got!r}"
+    if kind == "too_short":
+        return f"must have at least {ctx['min_length']} item(s), got {got!r}"
     if kind == "literal_error":
         return f"unknown value {got!r}; known: {ctx['expected']}"
     if kind == "tuple_type" and isinstance(got, list):
