@@ -38,15 +38,19 @@ _SECTION = "lcron_section"
 
 
 class ConfigError(ValueError):
-    """A configuration value or key was rejected. ``errors`` holds (path, message) pairs."""
+    """A configuration value or key was rejected.
 
-    def __init__(self, errors: list[tuple[str, str]]):
-        self.errors = errors
-        super().__init__("; ".join(f"{path}: {message}" for path, message in errors))
+    Attributes:
+      errors: (path, message) pairs, paths relative to ``root``.
+      root: where the configuration sits (``training.loss``; "" at the top).
+      owner: the class name, shown for an error of the whole object at the top.
+    """
 
-    def under(self, prefix: str) -> ConfigError:
-        """The same errors with their paths under ``prefix`` (a section name)."""
-        return ConfigError([(_join(prefix, path), message) for path, message in self.errors])
+    def __init__(self, errors: list[tuple[str, str]], root: str = "", owner: str = ""):
+        self.errors, self.root, self.owner = errors, root, owner
+        super().__init__(
+            "; ".join(f"{_join(root, path) or owner or 'config'}: {msg}" for path, msg in errors)
+        )
 
 
 def config_dataclass(cls: type[_T] | None = None, /, *, frozen: bool = True) -> Any:
@@ -62,7 +66,7 @@ def config_dataclass(cls: type[_T] | None = None, /, *, frozen: bool = True) -> 
             try:
                 init(self, *args, **kwargs)
             except pydantic.ValidationError as err:
-                raise _config_error(err, built).under(built.__name__) from None
+                raise ConfigError(_errors(err, built), built.__name__) from None
 
         built.__init__ = __init__  # type: ignore[method-assign]
         return built
@@ -98,11 +102,11 @@ def build(cls: type[_T], values: Mapping[str, Any] | None, where: str = "") -> _
     if values is None:
         values = {}
     if not isinstance(values, Mapping):
-        raise ConfigError([(where or cls.__name__, f"must be an object, got {values!r}")])
+        raise ConfigError([("", f"must be an object, got {values!r}")], where, cls.__name__)
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = [k for k in values if k not in fields]
     if unknown:
-        raise ConfigError([(where or cls.__name__, _unknown(unknown, fields))])
+        raise ConfigError([("", _unknown(unknown, fields))], where, cls.__name__)
     kwargs: dict[str, Any] = {}
     for name, value in values.items():
         field = fields[name]
@@ -111,18 +115,8 @@ def build(cls: type[_T], values: Mapping[str, Any] | None, where: str = "") -> _
         kwargs[name] = _convert(annotation, field, value, path)
     try:
         return cls(**kwargs)
-    except ConfigError as err:
-        # The constructor names ``ClassName.field``; re-root under the caller's path.
-        prefix = cls.__name__
-        errors = [
-            (path[len(prefix) + 1 :] if path.startswith(prefix + ".") else "", message)
-            for path, message in err.errors
-        ]
-        raise (
-            ConfigError(errors).under(where)
-            if where
-            else ConfigError([(p or "config", m) for p, m in errors])
-        ) from None
+    except ConfigError as err:  # named ``ClassName.field`` by the constructor: re-root
+        raise ConfigError(err.errors, where, cls.__name__) from None
 
 
 def _convert(annotation: Any, field: dataclasses.Field, value: Any, path: str) -> Any:
@@ -130,7 +124,7 @@ def _convert(annotation: Any, field: dataclasses.Field, value: Any, path: str) -
     if nested is not None and isinstance(value, Mapping):
         return build(nested, value, path)
     if nested is not None and not isinstance(value, nested) and value is not None:
-        raise ConfigError([(path, f"must be an object, got {value!r}")])
+        raise ConfigError([("", f"must be an object, got {value!r}")], path)
     item = _tuple_item_dataclass(annotation)
     if item is not None and isinstance(value, list | tuple):
         return tuple(
@@ -217,7 +211,6 @@ _TYPE_NAMES = {
     "string_type": "a string",
     "tuple_type": "a list",
     "dict_type": "an object",
-    "none_required": "null",
 }
 
 _BOUNDS = {
@@ -251,35 +244,18 @@ def _message(error: Mapping[str, Any]) -> str:
     return f"{error['msg']}, got {got!r}"
 
 
-def _config_error(err: pydantic.ValidationError, cls: type) -> ConfigError:
-    fields = [f.name for f in dataclasses.fields(cls)]
-    errors: list[tuple[str, str]] = []
-    extra = [
-        e["loc"][-1]
-        for e in err.errors()
-        if e["type"] in ("unexpected_keyword_argument", "extra_forbidden")
-    ]
+def _errors(err: pydantic.ValidationError, cls: type) -> list[tuple[str, str]]:
+    """pydantic's errors as (field path, message) pairs; unknown keys as one error naming them
+    with the known fields."""
+    errors = [(_loc(tuple(e["loc"])), _message(e)) for e in err.errors() if e["type"] not in _EXTRA]
+    extra = [str(e["loc"][-1]) for e in err.errors() if e["type"] in _EXTRA]
     if extra:
-        errors.append(("", _unknown([str(k) for k in extra], dict.fromkeys(fields))))
-    for e in err.errors():
-        if e["type"] in ("unexpected_keyword_argument", "extra_forbidden"):
-            continue
-        loc = tuple(e["loc"])
-        errors.append((_loc(loc), _message(e)))
-    return ConfigError(_dedupe(errors))
+        fields = [f.name for f in dataclasses.fields(cls)]
+        errors.insert(0, ("", _unknown(extra, dict.fromkeys(fields))))
+    return errors
 
 
-def _dedupe(errors: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    seen: dict[str, str] = {}
-    for path, message in errors:
-        if path in seen:
-            if "null" in message:  # "x | None": the non-null member's message says more
-                continue
-            if "null" in seen[path]:
-                seen[path] = message
-            continue
-        seen[path] = message
-    return list(seen.items())
+_EXTRA = ("unexpected_keyword_argument", "extra_forbidden")
 
 
 def to_dict(config: Any) -> dict[str, Any]:
