@@ -24,7 +24,6 @@ from models.config_schema import (
     build,
     check_section,
     config_dataclass,
-    effective_dict,
     flatten,
     is_text_field,
     section,
@@ -304,12 +303,6 @@ def resolve(
     sources.update(dict.fromkeys(flatten(given), "--set"))
     apply_overrides(tree, overrides, PipelineConfig)
     return build(PipelineConfig, tree), sources
-
-
-def effective(config: PipelineConfig) -> dict[str, Any]:
-    """Every value the run uses, as nested plain values: the Trainer's sections (sparse dicts in
-    ``TrainingConfig``) are completed with their classes' defaults."""
-    return effective_dict(config)
 
 
 def apply_overrides(
