@@ -7,6 +7,7 @@ receives them as plain dicts through TFX ``custom_config`` and rebuilds them wit
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any, TypeVar
 
 _T = TypeVar("_T")
@@ -25,6 +26,133 @@ def _from_dict(cls: type[_T], values: dict[str, Any] | None) -> _T:
     return cls(**values)
 
 
+STAGE_KINDS: tuple[str, ...] = ("two_tower", "mlp", "din")
+STAGE_ROLES: tuple[str, ...] = ("retrieval", "rescore")
+_STAGE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+
+
+@dataclasses.dataclass(frozen=True)
+class StageConfig:
+    """One stage of the cascade: what model it is, how many items it keeps, how it serves.
+
+    Attributes:
+      name: the stage's name: its logits' key, its metrics' prefix, its SavedModel's folder
+        (lower-case letters, digits and "_", starting with a letter).
+      kind: "two_tower" (query and candidate towers, ``models.retrieval_tower``), "mlp" (a
+        light pre-ranking MLP over context and candidate features, ``models.prerank_stage``)
+        or "din" (target attention over the behaviour sequence, ``models.ranking_stage``).
+      keep: how many items the stage passes downstream (its cut-off k_s of Recall@gt@k1@...).
+      role: "retrieval" (the first stage: top-K over the whole corpus, a two-tower) or
+        "rescore" (every later stage: re-scores what the previous stage kept).
+    """
+
+    name: str
+    kind: str
+    keep: int
+    role: str = "rescore"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not _STAGE_NAME.match(self.name):
+            raise ValueError(
+                f"StageConfig.name {self.name!r}: lower-case letters, digits and '_', starting"
+                " with a letter (it names metrics and SavedModel folders)"
+            )
+        if self.kind not in STAGE_KINDS:
+            raise ValueError(
+                f"StageConfig.kind of stage {self.name!r}: unknown {self.kind!r}; known:"
+                f" {STAGE_KINDS}"
+            )
+        if self.role not in STAGE_ROLES:
+            raise ValueError(
+                f"StageConfig.role of stage {self.name!r}: unknown {self.role!r}; known:"
+                f" {STAGE_ROLES}"
+            )
+        if self.role == "retrieval" and self.kind != "two_tower":
+            raise ValueError(
+                f"StageConfig: stage {self.name!r} has role 'retrieval' but kind {self.kind!r};"
+                " retrieval searches the corpus with a two-tower model (kind 'two_tower')"
+            )
+        if isinstance(self.keep, bool) or not isinstance(self.keep, int) or self.keep < 1:
+            raise ValueError(f"StageConfig.keep of stage {self.name!r} must be >= 1, got {self.keep}")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any] | StageConfig) -> StageConfig:
+        if isinstance(values, StageConfig):
+            return values
+        return _from_dict(cls, values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# Today's cascade (the paper's two-stage RecFlow setting): two-tower retrieval keeps 30 of the
+# 40 logged candidates, DIN-style ranking keeps 20 of those.
+DEFAULT_STAGES: tuple[StageConfig, ...] = (
+    StageConfig("retrieval", "two_tower", 30, "retrieval"),
+    StageConfig("ranking", "din", 20, "rescore"),
+)
+
+
+def parse_stages(values: Any) -> tuple[StageConfig, ...]:
+    """A tuple of ``StageConfig`` from dicts or ``StageConfig`` objects (JSON lists welcome)."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, (list, tuple)):
+        raise ValueError(f"ModelConfig.stages must be a list of stages, got {values!r}")
+    return tuple(StageConfig.from_dict(v) for v in values)
+
+
+def validate_stages(
+    stages: tuple[StageConfig, ...],
+    *,
+    list_size: int | None = None,
+    gt_num: int | None = None,
+    where: str = "ModelConfig.stages",
+) -> tuple[StageConfig, ...]:
+    """Checks the cascade's shape; raises ``ValueError`` naming ``where`` and the stage.
+
+    Rules: at least two stages with distinct names; the first has role "retrieval", every later
+    one "rescore"; keeps strictly decrease; the first keep is at most ``list_size`` and
+    ``gt_num`` at most the last keep (when given).
+    """
+    if len(stages) < 2:
+        raise ValueError(f"{where}: a cascade needs at least two stages, got {len(stages)}")
+    names = [s.name for s in stages]
+    if len(set(names)) != len(names):
+        raise ValueError(f"{where}: stage names must be distinct, got {names}")
+    if stages[0].role != "retrieval":
+        raise ValueError(
+            f"{where}: the first stage ({stages[0].name!r}) must have role 'retrieval',"
+            f" got {stages[0].role!r}"
+        )
+    for stage in stages[1:]:
+        if stage.role != "rescore":
+            raise ValueError(
+                f"{where}: stage {stage.name!r} comes after the first, so its role must be"
+                f" 'rescore', got {stage.role!r}"
+            )
+    for before, after in zip(stages, stages[1:]):
+        if after.keep >= before.keep:
+            raise ValueError(
+                f"{where}: keeps must strictly decrease, but stage {after.name!r} keeps"
+                f" {after.keep} after {before.name!r} kept {before.keep}"
+            )
+    if list_size is not None and stages[0].keep > list_size:
+        raise ValueError(
+            f"{where}: stage {stages[0].name!r} keeps {stages[0].keep}, more than the list size"
+            f" {list_size}"
+        )
+    if gt_num is not None and gt_num > stages[-1].keep:
+        raise ValueError(
+            f"{where}: gt_num {gt_num} exceeds the last stage's keep ({stages[-1].name!r}:"
+            f" {stages[-1].keep}); Recall@gt@k1@...@kN needs gt_num <= kN"
+        )
+    return stages
+
+
+def stage_keeps(stages: tuple[StageConfig, ...]) -> tuple[int, ...]:
+    """Each stage's keep, first stage first: the cut-offs k1, ..., kN."""
+    return tuple(s.keep for s in stages)
+
+
 # Names of ``models.losses.get`` (its registry is checked against this list by a test): known
 # here, without TensorFlow, so a configuration fails on a typo before any training starts. In
 # the paper's table order, baselines first.
@@ -38,6 +166,19 @@ LOSS_METHODS: tuple[str, ...] = (
     "arf_v2",
     "lcron",
 )
+# How many stages each method has a reference form for (the authors' two_stage/ and
+# three_stage/ code); None: any number (LCRON's terms are written for N stages). A method is
+# refused by name at configuration time for any other count (``LossConfig.check_stages``).
+LOSS_STAGE_COUNTS: dict[str, tuple[int, ...] | None] = {
+    "bce": (2,),
+    "icc": (2,),
+    "rankflow": (2,),
+    "fs_ranknet": (2,),
+    "fs_lambdaloss": (2,),
+    "arf": (2,),
+    "arf_v2": (2,),
+    "lcron": None,
+}
 SORT_OPS: tuple[str, ...] = ("neural_sort", "soft_sort")
 # How LCRON computes its top-k probabilities (``models.losses.lcron.IMPLS``, checked by a test).
 LCRON_IMPLS: tuple[str, ...] = ("auto", "dense", "blocked", "dense_xla", "blocked_xla")
@@ -66,9 +207,6 @@ class LossConfig:
       use_single: include the per-stage L_single terms (ablation switch).
       weighting: "uwl" (learnable uncertainty weights, Kendall et al. 2018) or "fixed".
       fixed_weights: per-stage weights of L_single when weighting == "fixed".
-      stage_keep: how many items each stage passes downstream, first stage first (RecFlow:
-        30 then 20); the baselines' cut-offs: ICC's gates, RankFlow's retrieval top-k, ARF's
-        support sizes (the authors' joint_recall_k / joint_prerank_k / support_m).
       baseline_variant: "benchmark" (default: the baselines exactly as the authors' code
         computes them, its accidents included) or "clean" (those accidents fixed; each
         baseline's docstring lists them). No effect on LCRON.
@@ -109,7 +247,6 @@ class LossConfig:
     use_single: bool = True
     weighting: str = "uwl"
     fixed_weights: tuple[float, ...] = (1.0, 1.0)
-    stage_keep: tuple[int, ...] = (30, 20)
     baseline_variant: str = "benchmark"
     group_size: int | None = None
     arf_tau: float = 200.0
@@ -143,7 +280,22 @@ class LossConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None) -> LossConfig:
+        if values and "stage_keep" in values:
+            raise ValueError(
+                "LossConfig.stage_keep: the stages' cut-offs come from ModelConfig.stages (one"
+                " source for the loss, the metrics and the model); set the stages' keep there"
+            )
         return _from_dict(cls, values)
+
+    def check_stages(self, num_stages: int) -> None:
+        """Refuses, by name, a method without a reference form for ``num_stages`` stages."""
+        counts = LOSS_STAGE_COUNTS[self.method]
+        if counts is not None and num_stages not in counts:
+            raise ValueError(
+                f"LossConfig.method {self.method!r} has no {num_stages}-stage form (the"
+                f" reference defines it for {list(counts)} stages); methods for any number of"
+                f" stages: {[m for m, c in LOSS_STAGE_COUNTS.items() if c is None]}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -151,15 +303,25 @@ class LossConfig:
 
 @dataclasses.dataclass(frozen=True)
 class MetricConfig:
-    """Cut-offs of the cascade metric Recall@gt_num@k1@k2 (the paper: 10 of 40, keep 30 then 20)."""
+    """The cascade metrics' knobs; their cut-offs k1..kN are the stages' keeps
+    (``ModelConfig.stages``): Recall@gt_num@k1@...@kN (the paper: 10 of 40, keep 30 then 20).
+    """
 
     gt_num: int = 10
-    k1: int = 30
-    k2: int = 20
     ndcg_k: int = 10
+
+    def __post_init__(self) -> None:
+        for name in ("gt_num", "ndcg_k"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"MetricConfig.{name} must be >= 1, got {getattr(self, name)}")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None) -> MetricConfig:
+        if values and ({"k1", "k2"} & set(values)):
+            raise ValueError(
+                "MetricConfig.k1/k2: the metric's cut-offs are the stages' keeps; set them in"
+                " ModelConfig.stages"
+            )
         return _from_dict(cls, values)
 
     def to_dict(self) -> dict[str, Any]:
@@ -168,27 +330,35 @@ class MetricConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """Sizes of the two stages (defaults: small, as the paper's 8-dim embeddings).
+    """The cascade's stages and their sizes (defaults: small, as the paper's 8-dim embeddings).
 
     Attributes:
+      stages: the cascade, first (retrieval) stage first (``StageConfig``): the one source of
+        the stage names, model kinds, cut-offs (the loss's and the metrics' k1..kN) and
+        serving roles. Default: two-tower retrieval keeps 30, DIN ranking keeps 20.
       embedding_dim: size of every id embedding (both stages own their tables).
       retrieval_hidden: hidden layer widths of each retrieval tower's MLP.
       retrieval_output_dim: size of the query and candidate embeddings.
       retrieval_temperature: the retrieval score is <query, candidate> / temperature.
       ranking_hidden: hidden layer widths of the ranking stage's MLP head.
       attention_dim: width of the ranking stage's target-attention projections.
+      prerank_hidden: hidden layer widths of a light pre-ranking stage's MLP (kind "mlp").
       top_k: K of the retrieval SavedModel's ``serving_default`` (fixed at export).
     """
 
+    stages: tuple[StageConfig, ...] = DEFAULT_STAGES
     embedding_dim: int = 8
     retrieval_hidden: tuple[int, ...] = (32,)
     retrieval_output_dim: int = 16
     retrieval_temperature: float = 1.0
     ranking_hidden: tuple[int, ...] = (64, 32)
     attention_dim: int = 16
+    prerank_hidden: tuple[int, ...] = (32,)
     top_k: int = 100
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "stages", parse_stages(self.stages))
+        validate_stages(self.stages)
         for name in ("embedding_dim", "retrieval_output_dim", "attention_dim", "top_k"):
             if getattr(self, name) < 1:
                 raise ValueError(f"ModelConfig.{name} must be >= 1, got {getattr(self, name)}")
@@ -201,6 +371,35 @@ class ModelConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @property
+    def stage_names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.stages)
+
+    @property
+    def stage_keeps(self) -> tuple[int, ...]:
+        return stage_keeps(self.stages)
+
+
+def check_cascade(
+    model: ModelConfig,
+    loss: LossConfig | None = None,
+    metrics: MetricConfig | None = None,
+    list_size: int | None = None,
+) -> None:
+    """Checks that the loss, the metrics and the list fit the model's stages, at configuration
+    time; raises ``ValueError`` naming the field.
+
+    ``ModelConfig.stages`` is the one source of the cut-offs; this checks what depends on them:
+    ``LossConfig.gt_num`` / ``MetricConfig.gt_num`` at most the last keep, the first keep at
+    most ``list_size``, and a loss method with a form for this many stages.
+    """
+    validate_stages(model.stages, list_size=list_size)
+    if loss is not None:
+        validate_stages(model.stages, gt_num=loss.gt_num, where="LossConfig.gt_num")
+        loss.check_stages(len(model.stages))
+    if metrics is not None:
+        validate_stages(model.stages, gt_num=metrics.gt_num, where="MetricConfig.gt_num")
 
 
 INDEX_KINDS: tuple[str, ...] = ("auto", "brute_force", "scann")

@@ -10,10 +10,17 @@ import tensorflow as tf
 
 from models import distribution, features, losses, preprocessing
 from models.cascade_model import STAGES, CascadeModel
-from models.config import LossConfig, MetricConfig
+from models.config import LossConfig, MetricConfig, ModelConfig, StageConfig
 from models.ranking_stage import TargetAttention
 
 xf = features.transformed_name
+# The default cascade with cut-offs scaled to short lists (keep 12, then 8).
+SMALL_MODEL = ModelConfig(
+    stages=(
+        StageConfig("retrieval", "two_tower", 12, "retrieval"),
+        StageConfig("ranking", "din", 8, "rescore"),
+    )
+)
 VOCAB = 40  # ids per vocabulary in these tests
 SIZES = {name: VOCAB + preprocessing.NUM_OOV_BUCKETS + 1 for name in preprocessing.VOCAB_FILENAMES}
 CONTEXT_IDS = ("user_id", "device_id", "province")
@@ -85,10 +92,18 @@ def build_model(list_size: int, method: str = "lcron", small: bool = False) -> C
     tf.keras.utils.set_random_seed(0)
     loss_config = LossConfig(method=method)
     metric_config = MetricConfig()
+    model_config = ModelConfig()
     if small:
-        loss_config = LossConfig(method=method, gt_num=4, stage_keep=(12, 8))
-        metric_config = MetricConfig(gt_num=4, k1=12, k2=8, ndcg_k=4)
-    model = CascadeModel(SIZES, list_size, loss_config=loss_config, metric_config=metric_config)
+        loss_config = LossConfig(method=method, gt_num=4)
+        metric_config = MetricConfig(gt_num=4, ndcg_k=4)
+        model_config = SMALL_MODEL
+    model = CascadeModel(
+        SIZES,
+        list_size,
+        model_config=model_config,
+        loss_config=loss_config,
+        metric_config=metric_config,
+    )
     model.compile(optimizer=tf.keras.optimizers.Adam(0.01), run_eagerly=True)
     model(make_batch(2, list_size))
     return model
@@ -258,8 +273,9 @@ def test_training_under_a_mirrored_strategy(run_eagerly):
         model = CascadeModel(
             SIZES,
             list_size,
-            loss_config=LossConfig(gt_num=4, stage_keep=(12, 8)),
-            metric_config=MetricConfig(gt_num=4, k1=12, k2=8, ndcg_k=4),
+            model_config=SMALL_MODEL,
+            loss_config=LossConfig(gt_num=4),
+            metric_config=MetricConfig(gt_num=4, ndcg_k=4),
         )
         model.compile(optimizer=tf.keras.optimizers.Adam(0.01), run_eagerly=run_eagerly)
         model(make_batch(2, list_size))
@@ -347,8 +363,9 @@ def test_train_metrics_every_n_steps_and_on_each_epochs_first(run_eagerly):
     model = CascadeModel(
         SIZES,
         list_size,
-        loss_config=LossConfig(gt_num=4, stage_keep=(12, 8)),
-        metric_config=MetricConfig(gt_num=4, k1=12, k2=8, ndcg_k=4),
+        model_config=SMALL_MODEL,
+        loss_config=LossConfig(gt_num=4),
+        metric_config=MetricConfig(gt_num=4, ndcg_k=4),
         train_metrics_every=3,
     )
     model.compile(optimizer=tf.keras.optimizers.Adam(0.01), run_eagerly=run_eagerly)

@@ -10,7 +10,7 @@ import scipy.stats
 import tensorflow as tf
 
 from models import metrics
-from models.config import MetricConfig
+from models.config import MetricConfig, StageConfig
 
 
 def _np(x) -> np.ndarray:
@@ -247,8 +247,12 @@ def test_kendall_tau_is_scipys_tau_b():
 
 def test_keras_metrics_average_over_requests_with_a_valid_item():
     (s1, s2), labels, mask = _random_batch(4)
-    config = MetricConfig(gt_num=4, k1=12, k2=6, ndcg_k=5)
-    built = metrics.from_config(config)
+    config = MetricConfig(gt_num=4, ndcg_k=5)
+    stages = (
+        StageConfig("retrieval", "two_tower", 12, "retrieval"),
+        StageConfig("ranking", "din", 6, "rescore"),
+    )
+    built = metrics.from_config(config, stages)
     # Two batches: the mean is over requests, not over batches.
     for rows in (slice(0, 5), slice(5, None)):
         metrics.update_cascade_metrics(
