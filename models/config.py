@@ -7,6 +7,7 @@ receives them as plain dicts through TFX ``custom_config`` and rebuilds them wit
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import re
 from typing import Any, TypeVar
 
@@ -73,7 +74,9 @@ class StageConfig:
                 " retrieval searches the corpus with a two-tower model (kind 'two_tower')"
             )
         if isinstance(self.keep, bool) or not isinstance(self.keep, int) or self.keep < 1:
-            raise ValueError(f"StageConfig.keep of stage {self.name!r} must be >= 1, got {self.keep}")
+            raise ValueError(
+                f"StageConfig.keep of stage {self.name!r} must be >= 1, got {self.keep}"
+            )
 
     @classmethod
     def from_dict(cls, values: dict[str, Any] | StageConfig) -> StageConfig:
@@ -95,7 +98,7 @@ DEFAULT_STAGES: tuple[StageConfig, ...] = (
 
 def parse_stages(values: Any) -> tuple[StageConfig, ...]:
     """A tuple of ``StageConfig`` from dicts or ``StageConfig`` objects (JSON lists welcome)."""
-    if isinstance(values, (str, bytes)) or not isinstance(values, (list, tuple)):
+    if isinstance(values, str | bytes) or not isinstance(values, list | tuple):
         raise ValueError(f"ModelConfig.stages must be a list of stages, got {values!r}")
     return tuple(StageConfig.from_dict(v) for v in values)
 
@@ -129,7 +132,7 @@ def validate_stages(
                 f"{where}: stage {stage.name!r} comes after the first, so its role must be"
                 f" 'rescore', got {stage.role!r}"
             )
-    for before, after in zip(stages, stages[1:]):
+    for before, after in itertools.pairwise(stages):
         if after.keep >= before.keep:
             raise ValueError(
                 f"{where}: keeps must strictly decrease, but stage {after.name!r} keeps"

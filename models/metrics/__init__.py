@@ -36,7 +36,14 @@ _FUNCTIONS = (
 )
 _CLASSES = ("CascadeRecall", "StageRecall", "NDCG", "KendallTau", "update_cascade_metrics")
 
-__all__ = [*_FUNCTIONS, *_CLASSES, "CASCADE_ROLE", "STAGE_ROLE_SUFFIXES", "from_config", "role_stage"]
+__all__ = [
+    *_FUNCTIONS,
+    *_CLASSES,
+    "CASCADE_ROLE",
+    "STAGE_ROLE_SUFFIXES",
+    "from_config",
+    "role_stage",
+]
 
 
 def role_stage(role: str) -> str:
