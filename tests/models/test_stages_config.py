@@ -70,9 +70,9 @@ def test_gt_num_and_list_size_are_checked_against_the_stages():
     check_cascade(model, LossConfig(), MetricConfig(), list_size=50)
     with pytest.raises(ValueError, match="list size 39"):
         check_cascade(model, list_size=39)
-    with pytest.raises(ValueError, match="LossConfig.gt_num 21"):
+    with pytest.raises(ValueError, match="LossConfig.gt_num: gt_num 21"):
         check_cascade(model, LossConfig(gt_num=21))
-    with pytest.raises(ValueError, match="MetricConfig.gt_num 25"):
+    with pytest.raises(ValueError, match="MetricConfig.gt_num: gt_num 25"):
         check_cascade(model, metrics=MetricConfig(gt_num=25))
 
 
