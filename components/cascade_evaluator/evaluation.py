@@ -3,7 +3,8 @@
 The cascade's stages come from ``ModelConfig.stages`` (two by default: retrieval, ranking; any
 N by configuration). Every stage's exported SavedModel scores every logged candidate of each
 eval request through its ``serving_tf_example`` signature (raw features in, the Transform graph
-inside), so the figures are those of the artifacts that would be pushed, not of the in-memory Keras model.
+inside), so the figures are those of the artifacts that would be pushed, not of the in-memory
+Keras model.
 """
 
 from __future__ import annotations
