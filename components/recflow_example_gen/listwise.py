@@ -5,12 +5,12 @@ configured stage group (``ListConfig.groups``, best first; default rank_pos, ran
 coarse_neg, prerank_neg, the paper's two-stage setting; its three-stage setting splits rank_pos
 into rerank_pos and rerank_neg: 50 candidates in five groups). Within a group the first by its
 position (``rerank_index`` for the re-ranking groups, ``rank_index`` otherwise) when it has one,
-then ``video_id``, then the row's position in the logs. The first group is the ground truth.
-The real candidates come first (``mask`` 1) in a deterministic per-request shuffle, padding
-fills the tail (``mask`` 0): list position carries no information about the label, so neither
-a model nor a metric that breaks ties by position can profit from it. The shuffle orders a request's candidates by a
-keyed hash of (request_id, video_id) (``candidate_order``): the same in every process, run and
-Python hash seed, and independent of the order of the rows in the logs.
+then ``video_id``, then the row's position in the logs. The first group is the ground truth. The
+real candidates come first (``mask`` 1) in a deterministic per-request shuffle, padding fills
+the tail (``mask`` 0): list position carries no information about the label, so neither a model
+nor a metric that breaks ties by position can profit from it. The shuffle orders a request's
+candidates by a keyed hash of (request_id, video_id) (``candidate_order``): the same in every
+process, run and Python hash seed, and independent of the order of the rows in the logs.
 
 Rows are dropped here only with a reason that is counted:
 
