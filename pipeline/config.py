@@ -28,6 +28,9 @@ class DataConfig:
       train_days: day folders used for training (the paper's streaming protocol: days 0..t-1).
       eval_days: later day folders used for evaluation (day t).
       list_size: candidates per request in the list-wise example (10 per stage group).
+      groups: the list's stage groups, best first, by log flag; the first is the ground truth
+        (two stages: rank_pos, rank_neg, coarse_neg, prerank_neg; the paper's three-stage
+        setting: rerank_pos, rerank_neg, rank_neg, coarse_neg, prerank_neg).
       label_mode: "ground_truth" (the ranking stage's top-10, the paper's) or "feedback".
       preset: the input's conventions, by name: "default" (ours, the simulator's) or
         "recflow" (a RecFlow download: upload_timestamp in s, duration and playing_time in ms;
@@ -48,6 +51,7 @@ class DataConfig:
     train_days: tuple[int, ...] = (0, 1)
     eval_days: tuple[int, ...] = (2,)
     list_size: int = 40
+    groups: tuple[str, ...] = ("rank_pos", "rank_neg", "coarse_neg", "prerank_neg")
     label_mode: str = "ground_truth"
     preset: str = "default"
     validation: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -68,6 +72,7 @@ class DataConfig:
         return {
             "input_format": self.format,
             "list_size": self.list_size,
+            "groups": tuple(self.groups),
             "label_mode": self.label_mode,
             "preset": self.preset,
             "validation": dict(self.validation),
@@ -177,7 +182,7 @@ class PipelineConfig:
     enable_cache: bool = True
 
     def __post_init__(self) -> None:
-        _validate_training(self.training)
+        _validate_training(self.training, self.data)
         _validate_data(self.data)
 
     # --- paths the runners derive --------------------------------------------------------
@@ -204,24 +209,26 @@ def _join(base: str, name: str) -> str:
     return str(Path(base) / name)
 
 
-def _validate_training(training: TrainingConfig) -> None:
+def _validate_training(training: TrainingConfig, data: DataConfig | None = None) -> None:
     # Light import (no TensorFlow): fail at configuration time, not inside the Trainer.
     from models import config as model_config
 
-    model_config.LossConfig.from_dict(training.loss)
-    model_config.MetricConfig.from_dict(training.metrics)
+    loss = model_config.LossConfig.from_dict(training.loss)
+    metrics = model_config.MetricConfig.from_dict(training.metrics)
     model_config.IndexConfig.from_dict(training.index)
-    for name, value in (("ModelConfig", training.model), ("TrainerConfig", training.trainer)):
-        cls = getattr(model_config, name, None)
-        if cls is not None:
-            cls.from_dict(value)
+    model_config.TrainerConfig.from_dict(training.trainer)
+    model = model_config.ModelConfig.from_dict(training.model)
+    # The stages fix the loss's and the metrics' cut-offs and must fit the list: a method
+    # without a form for this many stages, or a keep above data.list_size, fails here.
+    model_config.check_cascade(model, loss, metrics, None if data is None else data.list_size)
 
 
 def _validate_data(data: DataConfig) -> None:
     # Light import (pyarrow, numpy): an unknown preset, field or unit fails here, by name.
-    from components.recflow_example_gen import presets
+    from components.recflow_example_gen import listwise, presets
 
     presets.validation_fields(data.preset, data.validation)
+    listwise.ListConfig(list_size=data.list_size, groups=data.groups)  # names the bad group
     if not 0.0 <= data.max_dead_letter_share <= 1.0:
         raise ValueError(f"config: data.max_dead_letter_share {data.max_dead_letter_share}")
 
