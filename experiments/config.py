@@ -17,7 +17,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-from models.config import LOSS_METHODS, LossConfig, ModelConfig, TrainerConfig
+from models.config import (
+    LOSS_METHODS,
+    LossConfig,
+    MetricConfig,
+    ModelConfig,
+    TrainerConfig,
+    check_cascade,
+)
 from pipeline.config import DataConfig, apply_overrides, data_config
 
 # DataConfig fields an experiment sets its own way: its days come from eval_days/train_window
@@ -145,6 +152,14 @@ class ExperimentConfig:
                 "simulate_* in an experiment"
             )
         data = self.data_config()  # unknown data fields fail here, by name
+        # Every variant's loss against the stages (cut-offs, gt_num, a form for N stages:
+        # a baseline without one is refused by name) and the stages against the list size.
+        model = ModelConfig.from_dict(self.model)
+        for variant in self.variants:
+            try:
+                check_cascade(model, variant.loss_config(), MetricConfig(), data.list_size)
+            except ValueError as err:
+                raise ValueError(f"ExperimentConfig: variant {variant.name!r}: {err}") from None
         if self.passes is not None and self.passes <= 0:
             raise ValueError(f"ExperimentConfig: passes must be > 0, got {self.passes}")
         if self.train_window < 1:
