@@ -186,6 +186,10 @@ SORT_OPS: tuple[str, ...] = ("neural_sort", "soft_sort")
 # How LCRON computes its top-k probabilities (``models.losses.lcron.IMPLS``, checked by a test).
 LCRON_IMPLS: tuple[str, ...] = ("auto", "dense", "blocked", "dense_xla", "blocked_xla")
 WEIGHTINGS: tuple[str, ...] = ("uwl", "fixed")
+# LCRON's L_single item weights (``models.losses.lcron.SINGLE_WEIGHTS``, checked by a test),
+# or "auto": the authors' code of the cascade's depth (two_stage/: per_item; three_stage/:
+# per_tied_rank, also used for deeper cascades).
+LCRON_SINGLE_WEIGHTS: tuple[str, ...] = ("auto", "per_item", "per_tied_rank")
 # Which batch items are the sampled negatives of the retrieval corpus term (``corpus_weight``).
 CORPUS_NEGATIVES: tuple[str, ...] = ("logged", "in_batch")
 # The baselines as the authors' code computes them ("benchmark", accidents included) or with
@@ -238,6 +242,11 @@ class LossConfig:
         "auto" (the fastest measured at the list size).
       lcron_block_rows: rows of a permutation matrix per block of the blocked path (memory
         per block: batch x rows x list_size floats; a list that fits one block is one block).
+      lcron_single_weights: how L_single weighs each item (``models.losses.lcron``):
+        "per_item" (y_i and 1 - y_i: the authors' two-stage code), "per_tied_rank" (the ranks
+        an item's tied label group spans: their three-stage code, where a negative of a full
+        group of 10 weighs 10) or "auto" (the authors' code of the cascade's depth: per_item
+        for two stages, per_tied_rank for three and more).
     """
 
     method: str = "lcron"
@@ -261,6 +270,7 @@ class LossConfig:
     corpus_logq: bool = True
     lcron_impl: str = "auto"
     lcron_block_rows: int = 64
+    lcron_single_weights: str = "auto"
 
     def __post_init__(self) -> None:
         for name, known in (
@@ -270,6 +280,7 @@ class LossConfig:
             ("corpus_negatives", CORPUS_NEGATIVES),
             ("baseline_variant", BASELINE_VARIANTS),
             ("lcron_impl", LCRON_IMPLS),
+            ("lcron_single_weights", LCRON_SINGLE_WEIGHTS),
         ):
             value = getattr(self, name)
             if value not in known:

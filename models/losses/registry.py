@@ -68,6 +68,7 @@ def get(
             fixed_weights=config.fixed_weights,
             impl=config.lcron_impl,
             block_rows=config.lcron_block_rows,
+            single_weights=_single_weights(config.lcron_single_weights, num_stages),
         )
     if method not in LOSSES:
         raise ValueError(f"LossConfig.method: unknown loss {method!r}; known: {sorted(LOSSES)}")
@@ -86,3 +87,10 @@ def get(
             **baseline, topn=config.lambda_topn, smooth_fraction=config.lambda_smooth_fraction
         )
     return LOSSES[method](**baseline)
+
+
+def _single_weights(setting: str, num_stages: int) -> str:
+    """LCRON's L_single weights: the setting, or for "auto" the authors' code of this depth."""
+    if setting != "auto":
+        return setting
+    return lcron.PER_ITEM if num_stages <= 2 else lcron.PER_TIED_RANK
