@@ -173,10 +173,10 @@ LOSS_METHODS: tuple[str, ...] = (
 # three_stage/ code); None: any number (LCRON's terms are written for N stages). A method is
 # refused by name at configuration time for any other count (``LossConfig.check_stages``).
 LOSS_STAGE_COUNTS: dict[str, tuple[int, ...] | None] = {
-    "bce": (2,),
+    "bce": (2, 3),
     "icc": (2,),
     "rankflow": (2,),
-    "fs_ranknet": (2,),
+    "fs_ranknet": (2, 3),
     "fs_lambdaloss": (2,),
     "arf": (2,),
     "arf_v2": (2,),
