@@ -177,7 +177,7 @@ LOSS_STAGE_COUNTS: dict[str, tuple[int, ...] | None] = {
     "icc": (2,),
     "rankflow": (2,),
     "fs_ranknet": (2, 3),
-    "fs_lambdaloss": (2,),
+    "fs_lambdaloss": (2, 3),
     "arf": (2,),
     "arf_v2": (2,),
     "lcron": None,

@@ -40,6 +40,7 @@ def bce(logit, target):
 class Case:
     x: np.ndarray  # [3, B, N] the authors' layout (retrieval, prerank, rank)
     mask: np.ndarray  # [B, N]
+    labels: np.ndarray  # [B, N] dataset3.py's: 30 - rerank_index (padding: 30), 8, 7, 6, 5
     ours_x: np.ndarray  # [3, B, N] ours
     ours_labels: np.ndarray
     ours_mask: np.ndarray
@@ -52,19 +53,23 @@ def make_case(seed: int) -> Case:
     x = np.zeros((STAGES, batch, N))
     ours_x = np.zeros((STAGES, batch, N))
     mask = np.zeros((batch, N))
+    labels = np.zeros((batch, N))
     ours_labels, ours_mask = np.zeros((batch, N)), np.zeros((batch, N))
     where = np.full((batch, N), -1)
     for b, counts in enumerate(COUNTS):
         grid = [rng.permutation(np.arange(-N, N + 1))[: N + 1] * 0.07 for _ in range(STAGES)]
-        tags, graded = [], []
+        tags = []
         for group, n_real in enumerate(counts):
             block = slice(group * G, (group + 1) * G)
             mask[b, block][:n_real] = 1
             rerank_index = rng.permutation(G)[:n_real]
+            if group == 0:
+                labels[b, block] = 30 - np.r_[rerank_index, np.zeros(G - n_real)]
+            else:
+                labels[b, block] = 9 - group
             for s in range(STAGES):
                 x[s, b, block] = np.where(mask[b, block] > 0, grid[s][block], grid[s][-1])
             tags += [group] * n_real
-            graded += list(4 + (G - rerank_index) / G) if group == 0 else [4.0 - group] * n_real
         order = rng.permutation(len(tags))
         slots = np.sort(rng.choice(N, size=len(tags), replace=False))
         for s in range(STAGES):
@@ -77,8 +82,10 @@ def make_case(seed: int) -> Case:
             where[b, position] = slot
             ours_x[:, b, slot] = x[:, b, position]
             ours_mask[b, slot] = 1
-            ours_labels[b, slot] = graded[k]
-    return Case(x, mask, ours_x, ours_labels, ours_mask, where)
+            # The graded label of the benchmark slot it fills (its rerank_index, its group).
+            rerank = 30 - labels[b, position]
+            ours_labels[b, slot] = 4 + (G - rerank) / G if group == 0 else 4.0 - group
+    return Case(x, mask, labels, ours_x, ours_labels, ours_mask, where)
 
 
 def ref_bce(x, mask):
@@ -112,7 +119,49 @@ def ref_fs_ranknet(x, mask):
     return sum(terms), terms
 
 
-REFERENCES = {"bce": ref_bce, "fs_ranknet": ref_fs_ranknet}
+def lambda_weights(x, labels, topn=30, smooth=0.8):
+    """fs_lambdaloss.py compute_lambda_loss's detached pair weights of one stage (gain = label,
+    discount 1 / ln(1 + rank), no mask), at run_train3.py's settings (0.8, 30)."""
+    discount = lambda r: 1.0 / np.log(1.0 + r)  # noqa: E731
+    weights = []
+    for b in range(x.shape[0]):
+        rank = np.empty(N)
+        rank[np.argsort(-x[b], kind="stable")] = np.arange(1, N + 1)
+        idcg = (np.sort(labels[b])[::-1] * discount(np.arange(1, N + 1))).sum()
+        gain = labels[b] / idcg
+        diff = np.abs(rank[:, None] - rank[None, :])
+        near = (rank[:, None] <= topn) | (rank[None, :] <= topn)
+        with np.errstate(divide="ignore"):
+            u = np.where((diff > 0) & near, np.abs(discount(diff) - discount(diff + 1)), 0.0)
+        top = np.where(rank > topn, 0.0, discount(rank))
+        v = np.abs(top[:, None] - top[None, :])
+        weights.append(np.abs(gain[:, None] - gain[None, :]) * ((1 - smooth) * u + smooth * v))
+    return np.stack(weights)
+
+
+def fs_lambdaloss_reference(case: Case):
+    """three_stage/fs_lambdaloss.py compute_fs_lambdaloss: per stage, sum over ordered pairs of
+    w_ij BCE(z_i - z_j, [l_i > l_j]), mean over the batch; the three stages summed. The pair
+    weights (detached) are those of the base point."""
+    frozen = [lambda_weights(case.x[s], case.labels) for s in range(STAGES)]
+
+    def reference(x, mask):
+        del mask
+        terms = []
+        higher = case.labels[:, :, None] > case.labels[:, None, :]
+        for s in range(STAGES):
+            pair = bce(x[s][:, :, None] - x[s][:, None, :], higher)
+            terms.append((pair * frozen[s]).sum() / x.shape[1])
+        return sum(terms), terms
+
+    return reference
+
+
+REFERENCES = {
+    "bce": lambda case: ref_bce,
+    "fs_ranknet": lambda case: ref_fs_ranknet,
+    "fs_lambdaloss": fs_lambdaloss_reference,
+}
 
 
 def ours(method: str, case: Case, **config):
@@ -138,7 +187,7 @@ def finite_differences(reference, case: Case) -> np.ndarray:
 @pytest.mark.parametrize("seed", [0, 1])
 def test_three_stage_form_matches_the_authors_value_and_gradient(method, seed):
     case = make_case(seed)
-    reference = REFERENCES[method]
+    reference = REFERENCES[method](case)
     total, per_stage = reference(case.x, case.mask)
     terms, grad = ours(method, case)
     np.testing.assert_allclose(terms["loss"].numpy(), total, rtol=1e-5)

@@ -117,10 +117,15 @@ class FsLambdaLossLoss(BaselineLoss):
       topn: rank cut-off of the pair discount (authors: 30).
       smooth_fraction: f (authors: 0.8; at most 0.001 means u alone).
 
-    Returned terms: "loss", "l_fs_lambdaloss_retrieval", "l_fs_lambdaloss_ranking".
+    Three stages (``three_stage/fs_lambdaloss.py``): the same per-stage loss on the five-block
+    layout (labels 30 - rerank_index, 8, 7, 6, 5) for each of the three stages, summed.
+
+    Returned terms: "loss", "l_fs_lambdaloss_<stage>" per stage ("retrieval", ["stage1",]
+    "ranking").
     """
 
     method = "fs_lambdaloss"
+    stage_counts = (2, 3)
 
     def __init__(
         self,
@@ -189,6 +194,16 @@ class FsLambdaLossLoss(BaselineLoss):
             "l_fs_lambdaloss_ranking": self._stage_loss(ranking, lists),
         }
         terms["loss"] = terms["l_fs_lambdaloss_retrieval"] + terms["l_fs_lambdaloss_ranking"]
+        return terms
+
+    def cascade_terms(
+        self, stage_logits: list[tf.Tensor], lists: layout.BenchmarkLists
+    ) -> dict[str, tf.Tensor]:
+        terms = {
+            f"l_fs_lambdaloss_{name}": self._stage_loss(logits, lists)
+            for name, logits in zip(self.stage_names, stage_logits, strict=True)
+        }
+        terms["loss"] = tf.add_n(list(terms.values()))
         return terms
 
     def get_config(self) -> dict[str, Any]:
