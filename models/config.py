@@ -175,7 +175,7 @@ LOSS_METHODS: tuple[str, ...] = (
 LOSS_STAGE_COUNTS: dict[str, tuple[int, ...] | None] = {
     "bce": (2, 3),
     "icc": (2,),
-    "rankflow": (2,),
+    "rankflow": (2, 3),
     "fs_ranknet": (2, 3),
     "fs_lambdaloss": (2, 3),
     "arf": (2,),

@@ -157,7 +157,66 @@ def fs_lambdaloss_reference(case: Case):
     return reference
 
 
+def log_sigmoid(x):
+    return -softplus(-x)
+
+
+def top(values, k):
+    """Indices of the k largest per row, largest first (values are distinct here)."""
+    return np.argsort(-values, axis=1, kind="stable")[:, :k]
+
+
+def rankflow_reference(case: Case):
+    """three_stage/rankflow.py compute_rankflow_loss (topk 40, prerank top 30 / bottom 10,
+    rank top 20 / bottom 10; target 1 on rerank_pos; no mask): seven terms summed. The top-k
+    selections and the distillation targets (detached) are those of the base point."""
+    target = np.broadcast_to((np.arange(N) < G).astype(float), case.mask.shape)
+    take = lambda v, idx: np.take_along_axis(v, idx, axis=1)  # noqa: E731
+    xr, xp, xk = case.x
+    t1 = top(xr, 40)
+    p_pos, p_neg = top(take(xp, t1), 30), top(-take(xp, t1), 10)
+    t2 = take(t1, p_pos)
+    k_pos, k_neg = top(take(xk, t2), 20), top(-take(xk, t2), 10)
+    teacher_p, teacher_k = take(xp, t1), take(xk, t2)
+
+    def reference(x, mask):
+        del mask
+        xr, xp, xk = x
+        retrieval_loss = bce(xr, target).mean()
+        prerank_loss = bce(take(xp, t1), take(target, t1)).mean()
+        retrieval_mse = ((teacher_p - take(xr, t1)) ** 2).mean()
+        r1 = take(xr, t1)
+        retrieval_rank = -log_sigmoid(take(r1, p_pos).mean(1) - take(r1, p_neg).mean(1)).mean()
+        rank_loss = bce(take(xk, t2), take(target, t2)).mean()
+        prerank_mse = ((teacher_k - take(xp, t2)) ** 2).mean()
+        p2 = take(xp, t2)
+        prerank_rank = -log_sigmoid(take(p2, k_pos).mean(1) - take(p2, k_neg).mean(1)).mean()
+        terms = [
+            retrieval_loss,
+            prerank_loss,
+            rank_loss,
+            retrieval_mse,
+            prerank_mse,
+            retrieval_rank,
+            prerank_rank,
+        ]
+        return sum(terms), terms
+
+    return reference
+
+
+RANKFLOW_TERMS = (
+    "l_bce_retrieval",
+    "l_bce_stage1",
+    "l_bce_ranking",
+    "l_distill_retrieval",
+    "l_distill_stage1",
+    "l_rank_retrieval",
+    "l_rank_stage1",
+)
+
 REFERENCES = {
+    "rankflow": rankflow_reference,
     "bce": lambda case: ref_bce,
     "fs_ranknet": lambda case: ref_fs_ranknet,
     "fs_lambdaloss": fs_lambdaloss_reference,
@@ -191,8 +250,13 @@ def test_three_stage_form_matches_the_authors_value_and_gradient(method, seed):
     total, per_stage = reference(case.x, case.mask)
     terms, grad = ours(method, case)
     np.testing.assert_allclose(terms["loss"].numpy(), total, rtol=1e-5)
-    for name, value in zip(("retrieval", "stage1", "ranking"), per_stage, strict=True):
-        np.testing.assert_allclose(terms[f"l_{method}_{name}"].numpy(), value, rtol=1e-5)
+    names = (
+        RANKFLOW_TERMS
+        if method == "rankflow"
+        else [f"l_{method}_{s}" for s in ("retrieval", "stage1", "ranking")]
+    )
+    for name, value in zip(names, per_stage, strict=True):
+        np.testing.assert_allclose(terms[name].numpy(), value, rtol=1e-5, err_msg=name)
     expected = finite_differences(reference, case)
     for s in range(STAGES):
         for b in range(case.mask.shape[0]):
@@ -206,13 +270,14 @@ def test_three_stage_form_matches_the_authors_value_and_gradient(method, seed):
             )
 
 
-def test_fs_ranknet_clean_three_stages_ignores_padding():
+@pytest.mark.parametrize("method", ["fs_ranknet", "fs_lambdaloss", "rankflow"])
+def test_clean_three_stage_forms_ignore_padding(method):
     case = make_case(0)
-    terms, _ = ours("fs_ranknet", case, baseline_variant="clean")
+    terms, _ = ours(method, case, baseline_variant="clean")
     shifted = dataclasses.replace(case, ours_x=np.where(case.ours_mask > 0, case.ours_x, 50.0))
-    again, _ = ours("fs_ranknet", shifted, baseline_variant="clean")
-    np.testing.assert_allclose(terms["loss"].numpy(), again["loss"].numpy(), rtol=1e-6)
-    bench, _ = ours("fs_ranknet", shifted)
+    again, _ = ours(method, shifted, baseline_variant="clean")
+    np.testing.assert_allclose(terms["loss"].numpy(), again["loss"].numpy(), rtol=1e-5)
+    bench, _ = ours(method, shifted)
     assert abs(bench["loss"].numpy() - terms["loss"].numpy()) > 1e-3  # the benchmark's does not
 
 
