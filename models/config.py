@@ -174,7 +174,7 @@ LOSS_METHODS: tuple[str, ...] = (
 # refused by name at configuration time for any other count (``LossConfig.check_stages``).
 LOSS_STAGE_COUNTS: dict[str, tuple[int, ...] | None] = {
     "bce": (2, 3),
-    "icc": (2,),
+    "icc": (2, 3),
     "rankflow": (2, 3),
     "fs_ranknet": (2, 3),
     "fs_lambdaloss": (2, 3),

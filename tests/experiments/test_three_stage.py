@@ -3,6 +3,7 @@ transformed log (session fixture: no new ingestion, a few training steps)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -24,9 +25,16 @@ def test_the_three_stage_config_loads_and_names_its_columns() -> None:
     ]
 
 
-def test_a_baseline_without_a_three_stage_form_is_refused_by_name() -> None:
-    with pytest.raises(ValueError, match="variant 'x'.*'rankflow' has no 3-stage form"):
-        config.load(THREE, ['variants=[{"name": "x", "loss": {"method": "rankflow"}}]'])
+def test_a_baseline_without_a_form_for_the_stage_count_is_refused_by_name() -> None:
+    stages = config.load(THREE).model["stages"] + [{"name": "rerank", "kind": "din", "keep": 10}]
+    with pytest.raises(ValueError, match="variant 'x'.*'rankflow' has no 4-stage form"):
+        config.load(
+            THREE,
+            [
+                'variants=[{"name": "x", "loss": {"method": "rankflow"}}]',
+                f"model.stages={json.dumps(stages)}",
+            ],
+        )
     with pytest.raises(ValueError, match="list size 36"):
         config.load(THREE, ["data.list_size=36"])
 

@@ -205,6 +205,37 @@ def rankflow_reference(case: Case):
     return reference
 
 
+def sigmoid(x):
+    return 0.5 * (1.0 + np.tanh(0.5 * x))
+
+
+def icc_reference(case: Case, keeps=(40, 30, 30), clean=False):
+    """three_stage/icc.py compute_icc_loss: logistic gates (sigma 1e-3) at the k-th largest of
+    retrieval (40), pre-ranking (30) and ranking (joint_prerank_k: 30 again); ensemble
+    (1 - g0) z0 + g0 2 (1 - g1) z1 + g0 g1 4 g2 z2; BCE over pairs i < j with target
+    [l_i > l_j], mean over batch x N x N. The k-th item of each gate is the base point's."""
+    kth = [np.argsort(-case.x[s], axis=1, kind="stable")[:, keeps[s] - 1] for s in range(STAGES)]
+    upper = np.triu(np.ones((N, N)), 1)
+    higher = (case.labels[:, :, None] > case.labels[:, None, :]).astype(float)
+
+    def reference(x, mask):
+        del mask
+        score, passed = 0.0, 1.0
+        for s in range(STAGES):
+            kappa = np.take_along_axis(x[s], kth[s][:, None], axis=1)
+            gate = sigmoid((x[s] - kappa) / 1e-3)
+            if s < STAGES - 1:
+                score = score + passed * 2**s * (1 - gate) * x[s]
+                passed = passed * gate
+            else:
+                score = score + passed * 2**s * gate * x[s]
+        pairs = bce(score[:, :, None] - score[:, None, :], higher) * upper
+        value = pairs.sum() / (x.shape[1] * N * N)
+        return value, [value]
+
+    return reference
+
+
 RANKFLOW_TERMS = (
     "l_bce_retrieval",
     "l_bce_stage1",
@@ -216,6 +247,7 @@ RANKFLOW_TERMS = (
 )
 
 REFERENCES = {
+    "icc": icc_reference,
     "rankflow": rankflow_reference,
     "bce": lambda case: ref_bce,
     "fs_ranknet": lambda case: ref_fs_ranknet,
@@ -250,10 +282,8 @@ def test_three_stage_form_matches_the_authors_value_and_gradient(method, seed):
     total, per_stage = reference(case.x, case.mask)
     terms, grad = ours(method, case)
     np.testing.assert_allclose(terms["loss"].numpy(), total, rtol=1e-5)
-    names = (
-        RANKFLOW_TERMS
-        if method == "rankflow"
-        else [f"l_{method}_{s}" for s in ("retrieval", "stage1", "ranking")]
+    names = {"rankflow": RANKFLOW_TERMS, "icc": ["l_icc"]}.get(
+        method, [f"l_{method}_{s}" for s in ("retrieval", "stage1", "ranking")]
     )
     for name, value in zip(names, per_stage, strict=True):
         np.testing.assert_allclose(terms[name].numpy(), value, rtol=1e-5, err_msg=name)
@@ -270,7 +300,7 @@ def test_three_stage_form_matches_the_authors_value_and_gradient(method, seed):
             )
 
 
-@pytest.mark.parametrize("method", ["fs_ranknet", "fs_lambdaloss", "rankflow"])
+@pytest.mark.parametrize("method", ["fs_ranknet", "fs_lambdaloss", "rankflow", "icc"])
 def test_clean_three_stage_forms_ignore_padding(method):
     case = make_case(0)
     terms, _ = ours(method, case, baseline_variant="clean")
@@ -287,7 +317,13 @@ def test_every_loss_class_declares_the_stage_counts_the_config_names():
         assert counts == LOSS_STAGE_COUNTS[method], method
 
 
-@pytest.mark.parametrize("method", [m for m, c in LOSS_STAGE_COUNTS.items() if c and 3 not in c])
-def test_a_baseline_without_a_three_stage_form_is_refused_by_name(method):
-    with pytest.raises(ValueError, match=f"'{method}' has no 3-stage form"):
-        losses.get(LossConfig(method=method), stage_keep=(40, 30, 20))
+@pytest.mark.parametrize("method", [m for m, c in LOSS_STAGE_COUNTS.items() if c])
+def test_a_baseline_without_a_form_for_the_stage_count_is_refused_by_name(method):
+    counts = LOSS_STAGE_COUNTS[method]
+    keeps = {3: (40, 30, 20), 4: (40, 30, 20, 10)}
+    for n in (3, 4):
+        if n in counts:
+            assert losses.get(LossConfig(method=method), stage_keep=keeps[n]).num_stages == n
+        else:
+            with pytest.raises(ValueError, match=f"'{method}' has no {n}-stage form"):
+                losses.get(LossConfig(method=method), stage_keep=keeps[n])

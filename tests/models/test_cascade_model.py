@@ -436,11 +436,16 @@ def test_three_stages_from_config_score_train_and_log_per_stage():
     assert "l_single_stage1" in history and "l_e2e" in history, sorted(history)
 
 
-def test_a_baseline_without_a_three_stage_form_is_refused_by_name_before_building():
-    with pytest.raises(ValueError, match="'bce'"):
-        CascadeModel(
-            SIZES, 16, model_config=THREE_STAGES, loss_config=LossConfig(method="bce", gt_num=4)
+def test_a_baseline_without_a_four_stage_form_is_refused_by_name_before_building():
+    four = ModelConfig(
+        stages=(
+            *THREE_STAGES.stages[:2],
+            StageConfig("ranking", "din", 9, "rescore"),
+            StageConfig("rerank", "din", 8, "rescore"),
         )
+    )
+    with pytest.raises(ValueError, match="'bce' has no 4-stage form"):
+        CascadeModel(SIZES, 16, model_config=four, loss_config=LossConfig(method="bce", gt_num=4))
 
 
 def test_prerank_stage_ignores_padding_of_the_sequence():

@@ -155,9 +155,11 @@ def test_stages_by_set_and_their_errors_are_named_at_configuration_time() -> Non
     )
     config = load_config(None, [f"training.model.stages={stages}"])
     assert [s["keep"] for s in config.training.model["stages"]] == [36, 24, 12]
-    # A baseline without a three-stage form, refused by name before anything runs.
-    with pytest.raises(ValueError, match="'icc' has no 3-stage form"):
-        load_config(None, [f"training.model.stages={stages}", "training.loss.method=icc"])
+    assert load_config(None, [f"training.model.stages={stages}", "training.loss.method=icc"])
+    # A baseline without a four-stage form, refused by name before anything runs.
+    four = [*json.loads(stages), {"name": "rerank", "kind": "din", "keep": 10}]
+    with pytest.raises(ValueError, match="'icc' has no 4-stage form"):
+        load_config(None, [f"training.model.stages={json.dumps(four)}", "training.loss.method=icc"])
     # The first keep above the list size.
     with pytest.raises(ValueError, match="list size 30"):
         load_config(None, [f"training.model.stages={stages}", "data.list_size=30"])
