@@ -178,8 +178,8 @@ LOSS_STAGE_COUNTS: dict[str, tuple[int, ...] | None] = {
     "rankflow": (2, 3),
     "fs_ranknet": (2, 3),
     "fs_lambdaloss": (2, 3),
-    "arf": (2,),
-    "arf_v2": (2,),
+    "arf": (2, 3),
+    "arf_v2": (2, 3),
     "lcron": None,
 }
 SORT_OPS: tuple[str, ...] = ("neural_sort", "soft_sort")
