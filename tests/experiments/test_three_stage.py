@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from experiments import config, report, runner
+from models.config import LOSS_METHODS
 
 ROOT = Path(__file__).resolve().parents[2]
 THREE = ROOT / "experiments" / "configs" / "three_stage.json"
@@ -17,6 +18,8 @@ THREE = ROOT / "experiments" / "configs" / "three_stage.json"
 def test_the_three_stage_config_loads_and_names_its_columns() -> None:
     loaded = config.load(THREE)
     assert loaded.data_config().list_size == 50
+    # The paper's eight methods: each has its three-stage form.
+    assert [v.name for v in loaded.variants] == list(LOSS_METHODS)
     assert report.headline(loaded) == "recall_at_10_at_40_at_30_at_20"
     assert list(report.columns(loaded))[1:4] == [
         "retrieval_recall_at_10_at_40",
@@ -58,7 +61,7 @@ def test_a_three_stage_cell_trains_and_reports_per_stage(transformed_log, tmp_pa
             "trainer.batch_size=32",
         ],
     )
-    variant = loaded.variants[0]
+    variant = next(v for v in loaded.variants if v.name == "lcron")
     metrics = runner.run_cell(loaded, variant, 0, transformed_log)
     main = report.headline(loaded)
     assert main == "recall_at_10_at_36_at_24_at_12"
