@@ -145,6 +145,14 @@ class ExperimentConfig:
         TrainerConfig.from_dict(self.trainer)
         if self.replay is not None:
             ReplayConfig.from_dict(self.replay)
+            stages = ModelConfig.from_dict(self.model).stages
+            if len(stages) != 2:
+                # The replay serves the exported retrieval/ranking pair; a deeper cascade's
+                # middle stages would be silently skipped.
+                raise ValueError(
+                    f"ExperimentConfig: replay serves a two-stage cascade, model.stages has"
+                    f" {len(stages)}"
+                )
         clash = sorted(set(self.data) & set(_DATA_FIELDS_SET_ELSEWHERE))
         if clash:
             raise ValueError(

@@ -38,6 +38,8 @@ def test_a_baseline_without_a_form_for_the_stage_count_is_refused_by_name() -> N
                 f"model.stages={json.dumps(stages)}",
             ],
         )
+    with pytest.raises(ValueError, match="replay serves a two-stage cascade"):
+        config.load(THREE, ["replay={}"])
     with pytest.raises(ValueError, match="list size 36"):
         config.load(THREE, ["data.list_size=36"])
 
