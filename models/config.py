@@ -2,6 +2,7 @@
 
 One dataclass per concern, passed down explicitly (no globals, no environment reads). The Trainer
 receives them as plain dicts through TFX ``custom_config`` and rebuilds them with ``from_dict``.
+Types and ranges are declared on the fields and checked by ``models.config_schema`` (pydantic).
 """
 
 from __future__ import annotations
@@ -9,22 +10,26 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import re
-from typing import Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
+
+import pydantic
+from annotated_types import Ge, Gt
+
+from models.config_schema import build, config_dataclass
 
 _T = TypeVar("_T")
 
+# Field types with their ranges (checked by pydantic, named in errors: ``tau: must be > 0``).
+AtLeast1 = Annotated[int, Ge(1)]
+AtLeast0 = Annotated[int, Ge(0)]
+Positive = Annotated[float, Gt(0)]
+NonNegative = Annotated[float, Ge(0)]
+
 
 def _from_dict(cls: type[_T], values: dict[str, Any] | None) -> _T:
-    """Builds ``cls`` from a dict, rejecting unknown keys by name (typos must not pass)."""
-    values = dict(values or {})
-    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"{cls.__name__}: unknown field(s) {unknown}; known: {sorted(known)}")
-    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-        if f.name in values and isinstance(values[f.name], list):
-            values[f.name] = tuple(values[f.name])
-    return cls(**values)
+    """Builds ``cls`` from a dict (JSON values): unknown keys, wrong types and out-of-range
+    values fail naming the field."""
+    return build(cls, values, cls.__name__)
 
 
 STAGE_KINDS: tuple[str, ...] = ("two_tower", "mlp", "din")
@@ -32,7 +37,7 @@ STAGE_ROLES: tuple[str, ...] = ("retrieval", "rescore")
 _STAGE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 
 
-@dataclasses.dataclass(frozen=True)
+@config_dataclass
 class StageConfig:
     """One stage of the cascade: what model it is, how many items it keeps, how it serves.
 
@@ -48,35 +53,23 @@ class StageConfig:
     """
 
     name: str
-    kind: str
-    keep: int
-    role: str = "rescore"
+    kind: Literal[STAGE_KINDS]
+    keep: AtLeast1
+    role: Literal[STAGE_ROLES] = "rescore"
 
-    def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not _STAGE_NAME.match(self.name):
+    @pydantic.model_validator(mode="after")
+    def _check(self) -> StageConfig:
+        if not _STAGE_NAME.match(self.name):
             raise ValueError(
                 f"StageConfig.name {self.name!r}: lower-case letters, digits and '_', starting"
                 " with a letter (it names metrics and SavedModel folders)"
-            )
-        if self.kind not in STAGE_KINDS:
-            raise ValueError(
-                f"StageConfig.kind of stage {self.name!r}: unknown {self.kind!r}; known:"
-                f" {STAGE_KINDS}"
-            )
-        if self.role not in STAGE_ROLES:
-            raise ValueError(
-                f"StageConfig.role of stage {self.name!r}: unknown {self.role!r}; known:"
-                f" {STAGE_ROLES}"
             )
         if self.role == "retrieval" and self.kind != "two_tower":
             raise ValueError(
                 f"StageConfig: stage {self.name!r} has role 'retrieval' but kind {self.kind!r};"
                 " retrieval searches the corpus with a two-tower model (kind 'two_tower')"
             )
-        if isinstance(self.keep, bool) or not isinstance(self.keep, int) or self.keep < 1:
-            raise ValueError(
-                f"StageConfig.keep of stage {self.name!r} must be >= 1, got {self.keep}"
-            )
+        return self
 
     @classmethod
     def from_dict(cls, values: dict[str, Any] | StageConfig) -> StageConfig:
@@ -197,7 +190,7 @@ CORPUS_NEGATIVES: tuple[str, ...] = ("logged", "in_batch")
 BASELINE_VARIANTS: tuple[str, ...] = ("benchmark", "clean")
 
 
-@dataclasses.dataclass(frozen=True)
+@config_dataclass
 class LossConfig:
     """Which cascade loss to train with, and its knobs (defaults: the LCRON authors').
 
@@ -247,50 +240,33 @@ class LossConfig:
         an item's tied label group spans: their three-stage code, where a negative of a full
         group of 10 weighs 10) or "auto" (the authors' code of the cascade's depth: per_item
         for two stages, per_tied_rank for three and more).
+
+    The stages' cut-offs (the baselines' ICC gates, RankFlow top-k, ARF supports) are the keeps
+    of ``ModelConfig.stages``, the one source the metrics share.
     """
 
-    method: str = "lcron"
-    gt_num: int = 10
-    sort_op: str = "neural_sort"
-    tau: float = 50.0
-    label_tau: float = 1e-3
-    stage_top_k: tuple[int, ...] | None = None
+    method: Literal[LOSS_METHODS] = "lcron"
+    gt_num: AtLeast1 = 10
+    sort_op: Literal[SORT_OPS] = "neural_sort"
+    tau: Positive = 50.0
+    label_tau: Positive = 1e-3
+    stage_top_k: tuple[AtLeast1, ...] | None = None
     use_e2e: bool = True
     use_single: bool = True
-    weighting: str = "uwl"
-    fixed_weights: tuple[float, ...] = (1.0, 1.0)
-    baseline_variant: str = "benchmark"
-    group_size: int | None = None
-    arf_tau: float = 200.0
-    lambda_topn: int = 30
-    lambda_smooth_fraction: float = 0.8
-    rankflow_alpha: float = 0.0
-    corpus_weight: float = 0.0
-    corpus_negatives: str = "in_batch"
+    weighting: Literal[WEIGHTINGS] = "uwl"
+    fixed_weights: tuple[NonNegative, ...] = (1.0, 1.0)
+    baseline_variant: Literal[BASELINE_VARIANTS] = "benchmark"
+    group_size: AtLeast1 | None = None
+    arf_tau: Positive = 200.0
+    lambda_topn: AtLeast1 = 30
+    lambda_smooth_fraction: NonNegative = 0.8
+    rankflow_alpha: NonNegative = 0.0
+    corpus_weight: NonNegative = 0.0
+    corpus_negatives: Literal[CORPUS_NEGATIVES] = "in_batch"
     corpus_logq: bool = True
-    lcron_impl: str = "auto"
-    lcron_block_rows: int = 64
-    lcron_single_weights: str = "auto"
-
-    def __post_init__(self) -> None:
-        for name, known in (
-            ("method", LOSS_METHODS),
-            ("sort_op", SORT_OPS),
-            ("weighting", WEIGHTINGS),
-            ("corpus_negatives", CORPUS_NEGATIVES),
-            ("baseline_variant", BASELINE_VARIANTS),
-            ("lcron_impl", LCRON_IMPLS),
-            ("lcron_single_weights", LCRON_SINGLE_WEIGHTS),
-        ):
-            value = getattr(self, name)
-            if value not in known:
-                raise ValueError(f"LossConfig.{name}: unknown value {value!r}; known: {known}")
-        if self.corpus_weight < 0:
-            raise ValueError(f"LossConfig.corpus_weight must be >= 0, got {self.corpus_weight}")
-        if self.lcron_block_rows < 1:
-            raise ValueError(
-                f"LossConfig.lcron_block_rows must be >= 1, got {self.lcron_block_rows}"
-            )
+    lcron_impl: Literal[LCRON_IMPLS] = "auto"
+    lcron_block_rows: AtLeast1 = 64
+    lcron_single_weights: Literal[LCRON_SINGLE_WEIGHTS] = "auto"
 
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None) -> LossConfig:
@@ -315,19 +291,14 @@ class LossConfig:
         return dataclasses.asdict(self)
 
 
-@dataclasses.dataclass(frozen=True)
+@config_dataclass
 class MetricConfig:
     """The cascade metrics' knobs; their cut-offs k1..kN are the stages' keeps
     (``ModelConfig.stages``): Recall@gt_num@k1@...@kN (the paper: 10 of 40, keep 30 then 20).
     """
 
-    gt_num: int = 10
-    ndcg_k: int = 10
-
-    def __post_init__(self) -> None:
-        for name in ("gt_num", "ndcg_k"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"MetricConfig.{name} must be >= 1, got {getattr(self, name)}")
+    gt_num: AtLeast1 = 10
+    ndcg_k: AtLeast1 = 10
 
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None) -> MetricConfig:
@@ -342,7 +313,7 @@ class MetricConfig:
         return dataclasses.asdict(self)
 
 
-@dataclasses.dataclass(frozen=True)
+@config_dataclass
 class ModelConfig:
     """The cascade's stages and their sizes (defaults: small, as the paper's 8-dim embeddings).
 
@@ -361,23 +332,19 @@ class ModelConfig:
     """
 
     stages: tuple[StageConfig, ...] = DEFAULT_STAGES
-    embedding_dim: int = 8
-    retrieval_hidden: tuple[int, ...] = (32,)
-    retrieval_output_dim: int = 16
-    retrieval_temperature: float = 1.0
-    ranking_hidden: tuple[int, ...] = (64, 32)
-    attention_dim: int = 16
-    prerank_hidden: tuple[int, ...] = (32,)
-    top_k: int = 100
+    embedding_dim: AtLeast1 = 8
+    retrieval_hidden: tuple[AtLeast1, ...] = (32,)
+    retrieval_output_dim: AtLeast1 = 16
+    retrieval_temperature: Positive = 1.0
+    ranking_hidden: tuple[AtLeast1, ...] = (64, 32)
+    attention_dim: AtLeast1 = 16
+    prerank_hidden: tuple[AtLeast1, ...] = (32,)
+    top_k: AtLeast1 = 100
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "stages", parse_stages(self.stages))
+    @pydantic.model_validator(mode="after")
+    def _check_stages(self) -> ModelConfig:
         validate_stages(self.stages)
-        for name in ("embedding_dim", "retrieval_output_dim", "attention_dim", "top_k"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"ModelConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if self.retrieval_temperature <= 0:
-            raise ValueError("ModelConfig.retrieval_temperature must be > 0")
+        return self
 
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None) -> ModelConfig:
@@ -419,7 +386,7 @@ def check_cascade(
 INDEX_KINDS: tuple[str, ...] = ("auto", "brute_force", "scann")
 
 
-@dataclasses.dataclass(frozen=True)
+@config_dataclass
 class IndexConfig:
     """Retrieval's top-K index, built at export (the SavedModel's signatures are the same for
     every kind; docs/serving.md has the measurements behind the defaults).
@@ -441,27 +408,14 @@ class IndexConfig:
         recall@K against brute force; the push refuses an index below its recall floor.
     """
 
-    kind: str = "auto"
-    scann_min_items: int = 250_000
-    num_leaves: int | None = None
-    num_leaves_to_search: int | None = None
-    dimensions_per_block: int = 1
-    num_reordering_candidates: int | None = None
-    training_iterations: int = 12
-    recall_queries: int = 1000
-
-    def __post_init__(self) -> None:
-        if self.kind not in INDEX_KINDS:
-            raise ValueError(f"IndexConfig.kind: unknown {self.kind!r}; known: {INDEX_KINDS}")
-        for name in ("scann_min_items", "dimensions_per_block", "training_iterations"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"IndexConfig.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("num_leaves", "num_leaves_to_search", "num_reordering_candidates"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(f"IndexConfig.{name} must be >= 1 or None, got {value}")
-        if self.recall_queries < 0:
-            raise ValueError("IndexConfig.recall_queries must be >= 0")
+    kind: Literal[INDEX_KINDS] = "auto"
+    scann_min_items: AtLeast1 = 250_000
+    num_leaves: AtLeast1 | None = None
+    num_leaves_to_search: AtLeast1 | None = None
+    dimensions_per_block: AtLeast1 = 1
+    num_reordering_candidates: AtLeast1 | None = None
+    training_iterations: AtLeast1 = 12
+    recall_queries: AtLeast0 = 1000
 
     def resolved_kind(self, num_items: int) -> str:
         """ "brute_force" or "scann" for a corpus of ``num_items``."""
@@ -497,7 +451,7 @@ DISTRIBUTION_STRATEGIES: tuple[str, ...] = (
 )
 
 
-@dataclasses.dataclass(frozen=True)
+@config_dataclass
 class TrainerConfig:
     """How the cascade is trained.
 
@@ -517,25 +471,15 @@ class TrainerConfig:
         about a sixth of a step at list 40 and grow with list_size^2 (Kendall's tau).
     """
 
-    batch_size: int = 256
-    learning_rate: float = 0.005
-    train_steps: int = 600
-    steps_per_epoch: int = 100
-    eval_steps: int | None = None
-    shuffle_buffer: int = 4096
-    distribution: str = "default"
+    batch_size: AtLeast1 = 256
+    learning_rate: Positive = 0.005
+    train_steps: AtLeast1 = 600
+    steps_per_epoch: AtLeast1 = 100
+    eval_steps: AtLeast1 | None = None
+    shuffle_buffer: AtLeast1 = 4096
+    distribution: Literal[DISTRIBUTION_STRATEGIES] = "default"
     seed: int = 0
-    train_metrics_every: int = 10
-
-    def __post_init__(self) -> None:
-        for name in ("batch_size", "train_steps", "steps_per_epoch", "train_metrics_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"TrainerConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if self.distribution not in DISTRIBUTION_STRATEGIES:
-            raise ValueError(
-                f"TrainerConfig.distribution: unknown strategy {self.distribution!r};"
-                f" known: {list(DISTRIBUTION_STRATEGIES)}"
-            )
+    train_metrics_every: AtLeast1 = 10
 
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None) -> TrainerConfig:

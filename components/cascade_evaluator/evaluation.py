@@ -90,7 +90,12 @@ def score_requests(
     """
     import tensorflow as tf
 
-    models = {stage: tf.saved_model.load(str(path)) for stage, path in export_dirs.items()}
+    from serving import custom_ops
+
+    models = {}
+    for stage, path in export_dirs.items():
+        custom_ops.load_for(path)  # a ScaNN index's ops, before the graph that uses them
+        models[stage] = tf.saved_model.load(str(path))
     out: dict[str, list[np.ndarray]] = {}
     for batch in _batches(files, batch_size):
         parsed = _parse(batch, slice_features)

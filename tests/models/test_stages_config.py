@@ -54,9 +54,9 @@ def test_stages_round_trip_through_json():
         ([THREE[0]], "at least two stages"),
         ([THREE[0], {**THREE[2], "name": "retrieval"}], "distinct"),
         ([{**THREE[0], "kind": "din"}, THREE[2]], "kind 'two_tower'"),
-        ([THREE[0], {**THREE[2], "kind": "gbdt"}], "StageConfig.kind"),
+        ([THREE[0], {**THREE[2], "kind": "gbdt"}], r"stages\[1\]\.kind: unknown value 'gbdt'"),
         ([THREE[0], {**THREE[2], "name": "Ranking Stage"}], "StageConfig.name"),
-        ([THREE[0], {**THREE[2], "keep": 0}], "StageConfig.keep"),
+        ([THREE[0], {**THREE[2], "keep": 0}], r"stages\[1\]\.keep: must be >= 1"),
         ([THREE[0], {**THREE[2], "size": 3}], "unknown field"),
     ],
 )
