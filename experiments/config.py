@@ -20,7 +20,15 @@ from typing import Annotated, Any
 import pydantic
 from annotated_types import Ge, Gt
 
-from models.config import LOSS_METHODS, AtLeast1, LossConfig, ModelConfig, TrainerConfig
+from models.config import (
+    LOSS_METHODS,
+    AtLeast1,
+    LossConfig,
+    MetricConfig,
+    ModelConfig,
+    TrainerConfig,
+    check_cascade,
+)
 from models.config_schema import build, check_section, config_dataclass, section, section_class
 from pipeline.config import DataConfig, apply_overrides, data_config
 
@@ -170,6 +178,20 @@ class ExperimentConfig:
             raise ValueError(
                 f"the simulator writes parquet or csv, not {data.format!r};"
                 " set data.input_base for other logs"
+            )
+        # Every variant's loss against the stages (cut-offs, gt_num, a form for N stages: a
+        # baseline without one is refused by name) and the stages against the list size.
+        model = ModelConfig.from_dict(self.model)
+        for variant in self.variants:
+            try:
+                check_cascade(model, variant.loss_config(), MetricConfig(), data.list_size)
+            except ValueError as err:
+                raise ValueError(f"variant {variant.name!r}: {err}") from None
+        if self.replay is not None and len(model.stages) != 2:
+            # The replay serves the exported retrieval/ranking pair; a deeper cascade's middle
+            # stages would be silently skipped.
+            raise ValueError(
+                f"replay serves a two-stage cascade, model.stages has {len(model.stages)}"
             )
         return self
 

@@ -48,6 +48,9 @@ class DataConfig:
       train_days: day folders used for training (the paper's streaming protocol: days 0..t-1).
       eval_days: later day folders used for evaluation (day t).
       list_size: candidates per request in the list-wise example (10 per stage group).
+      groups: the list's stage groups, best first, by log flag; the first is the ground truth
+        (two stages: rank_pos, rank_neg, coarse_neg, prerank_neg; the paper's three-stage
+        setting: rerank_pos, rerank_neg, rank_neg, coarse_neg, prerank_neg).
       label_mode: "ground_truth" (the ranking stage's top-10, the paper's) or "feedback".
       preset: the input's conventions, by name: "default" (ours, the simulator's) or
         "recflow" (a RecFlow download: upload_timestamp in s, duration and playing_time in ms;
@@ -68,6 +71,7 @@ class DataConfig:
     train_days: tuple[Day, ...] = (0, 1)
     eval_days: tuple[Day, ...] = (2,)
     list_size: model_config.AtLeast1 = 40
+    groups: tuple[str, ...] = ("rank_pos", "rank_neg", "coarse_neg", "prerank_neg")
     label_mode: Literal["ground_truth", "feedback"] = "ground_truth"
     preset: str = "default"
     validation: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -88,6 +92,13 @@ class DataConfig:
             raise ValueError(f"unknown preset {preset!r}; known: {sorted(presets.PRESETS)}")
         return preset
 
+    @pydantic.model_validator(mode="after")
+    def _known_groups(self) -> DataConfig:
+        from components.recflow_example_gen import listwise
+
+        listwise.ListConfig(list_size=self.list_size, groups=self.groups)  # names a bad group
+        return self
+
     @pydantic.field_validator("validation")
     @classmethod
     def _valid_fields(cls, validation: dict[str, Any], info: pydantic.ValidationInfo) -> dict:
@@ -107,6 +118,7 @@ class DataConfig:
         return {
             "input_format": self.format,
             "list_size": self.list_size,
+            "groups": tuple(self.groups),
             "label_mode": self.label_mode,
             "preset": self.preset,
             "validation": dict(self.validation),
@@ -228,6 +240,20 @@ class PipelineConfig:
         "--direct_num_workers=0",
     )
     enable_cache: bool = True
+
+    @pydantic.model_validator(mode="after")
+    def _stages_fit_the_list(self) -> PipelineConfig:
+        # The stages (training.model.stages) fix the loss's and the metrics' cut-offs and must
+        # fit the list: a method without a form for this many stages, or a first keep above
+        # data.list_size, fails here, by name.
+        training = self.training
+        model_config.check_cascade(
+            model_config.ModelConfig.from_dict(training.model),
+            model_config.LossConfig.from_dict(training.loss),
+            model_config.MetricConfig.from_dict(training.metrics),
+            self.data.list_size,
+        )
+        return self
 
     # --- paths the runners derive --------------------------------------------------------
     @property

@@ -9,7 +9,14 @@ import json
 
 import pytest
 
-from models.config import IndexConfig, LossConfig, MetricConfig, ModelConfig, TrainerConfig
+from models.config import (
+    IndexConfig,
+    LossConfig,
+    MetricConfig,
+    ModelConfig,
+    StageConfig,
+    TrainerConfig,
+)
 from models.config_schema import ConfigError
 
 CLASSES = (LossConfig, MetricConfig, ModelConfig, TrainerConfig, IndexConfig)
@@ -21,10 +28,10 @@ CLASSES = (LossConfig, MetricConfig, ModelConfig, TrainerConfig, IndexConfig)
         (LossConfig, {"tau": -1}, "LossConfig.tau: must be > 0, got -1"),
         (LossConfig, {"gt_num": "10"}, "LossConfig.gt_num: must be an integer, got '10'"),
         (LossConfig, {"use_e2e": 1}, "LossConfig.use_e2e: must be true or false, got 1"),
-        (LossConfig, {"stage_keep": [30, 0]}, "LossConfig.stage_keep[1]: must be >= 1, got 0"),
+        (LossConfig, {"stage_top_k": [30, 0]}, "LossConfig.stage_top_k[1]: must be >= 1, got 0"),
         (LossConfig, {"method": "lcorn"}, "LossConfig.method: unknown value 'lcorn'"),
         (LossConfig, {"corpus_weight": -0.5}, "LossConfig.corpus_weight: must be >= 0"),
-        (MetricConfig, {"k1": 0}, "MetricConfig.k1: must be >= 1, got 0"),
+        (MetricConfig, {"ndcg_k": 0}, "MetricConfig.ndcg_k: must be >= 1, got 0"),
         (ModelConfig, {"top_k": 1.5}, "ModelConfig.top_k: must be an integer, got 1.5"),
         (ModelConfig, {"retrieval_temperature": 0}, "retrieval_temperature: must be > 0"),
         (TrainerConfig, {"distribution": "tpu"}, "TrainerConfig.distribution: unknown value"),
@@ -57,8 +64,16 @@ def test_json_round_trip_as_the_trainer_receives_it(cls: type) -> None:
     # Non-default values in every tuple/optional field, through JSON like TFX custom_config.
     changed = {
         LossConfig: {"stage_top_k": (12, 8), "fixed_weights": (2.0, 0.5), "group_size": 5},
-        MetricConfig: {"k1": 12, "k2": 8},
-        ModelConfig: {"retrieval_hidden": (8, 4), "ranking_hidden": ()},
+        MetricConfig: {"gt_num": 4, "ndcg_k": 5},
+        ModelConfig: {
+            "retrieval_hidden": (8, 4),
+            "ranking_hidden": (),
+            "stages": (
+                StageConfig("retrieval", "two_tower", 40, "retrieval"),
+                StageConfig("prerank", "mlp", 30),
+                StageConfig("ranking", "din", 20),
+            ),
+        },
         TrainerConfig: {"eval_steps": 3, "distribution": "mirrored"},
         IndexConfig: {"kind": "scann", "num_leaves": 7},
     }[cls]

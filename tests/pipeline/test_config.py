@@ -116,6 +116,7 @@ def _other_value(name: str, config) -> object:
         "label_mode": "feedback",
         "preset": "recflow",
         "validation": {"time_units": {"duration": "ms"}},
+        "groups": ("rerank_pos", "rerank_neg", "rank_neg", "coarse_neg", "prerank_neg"),
         "max_dead_letter_share": 0.5,  # a share: +1 would be out of range
     }
     if name in others:
@@ -216,3 +217,60 @@ def test_config_show_names_the_source_of_each_override(tmp_path: Path, capsys) -
         "training.loss.corpus_weight": "pipeline default (LossConfig's: 0.0)",
     }
     assert shown["derived"]["pipeline_root"] == str(Path("x") / "pipeline_root")
+
+
+THREE_STAGE = Path(__file__).resolve().parents[2] / "pipeline" / "configs" / "three_stage.json"
+
+
+def test_the_three_stage_config_file_selects_three_stages() -> None:
+    from models.config import ModelConfig
+
+    config = load_config(THREE_STAGE)
+    assert config.data.list_size == 50
+    assert config.data.groups[0] == "rerank_pos"
+    model = ModelConfig.from_dict(config.training.model)
+    assert model.stage_names == ("retrieval", "prerank", "ranking")
+    assert model.stage_keeps == (40, 30, 20)
+    assert [s.kind for s in model.stages] == ["two_tower", "mlp", "din"]
+    assert config.training.loss == {"corpus_weight": 1.0, "gt_num": 10}  # LCRON, N stages
+
+
+def test_stages_by_set_and_their_errors_are_named_at_configuration_time() -> None:
+    stages = json.dumps(
+        [
+            {"name": "retrieval", "kind": "two_tower", "keep": 36, "role": "retrieval"},
+            {"name": "prerank", "kind": "mlp", "keep": 24, "role": "rescore"},
+            {"name": "ranking", "kind": "din", "keep": 12, "role": "rescore"},
+        ]
+    )
+    config = load_config(None, [f"training.model.stages={stages}"])
+    assert [s["keep"] for s in config.training.model["stages"]] == [36, 24, 12]
+    assert load_config(None, [f"training.model.stages={stages}", "training.loss.method=icc"])
+    # A baseline without a four-stage form, refused by name before anything runs.
+    four = [*json.loads(stages), {"name": "rerank", "kind": "din", "keep": 10}]
+    with pytest.raises(ValueError, match="'icc' has no 4-stage form"):
+        load_config(None, [f"training.model.stages={json.dumps(four)}", "training.loss.method=icc"])
+    # The first keep above the list size.
+    with pytest.raises(ValueError, match="list size 30"):
+        load_config(None, [f"training.model.stages={stages}", "data.list_size=30"])
+    with pytest.raises(ValueError, match="training.loss: unknown field 'stage_keep'"):
+        load_config(None, ["training.loss.stage_keep=[30,20]"])
+    with pytest.raises(ValueError, match="groups"):
+        load_config(None, ['data.groups=["rank_pos","rerank_pos"]'])
+
+
+@pytest.mark.slow
+def test_the_three_stage_pipeline_gets_its_schema_groups_and_stages(tmp_path: Path) -> None:
+    """The components of ``create_pipeline`` for three stages (built, not run)."""
+    from pipeline import local_runner
+
+    config = load_config(THREE_STAGE, [f"output_dir={tmp_path}"])
+    pipeline = local_runner.build(config, "/data/logs")
+    nodes = {c.id: c for c in pipeline.components}
+    example_gen = nodes["RecFlowExampleGen"].exec_properties
+    assert example_gen["list_size"] == 50
+    assert json.loads(example_gen["groups"])[0] == "rerank_pos"
+    schema_file = nodes["ImportSchemaGen"].exec_properties["schema_file"]
+    assert "schema_50x5" in schema_file and "size: 50" in Path(schema_file).read_text()
+    stages = json.loads(nodes["CascadeEvaluator"].exec_properties["stages"])
+    assert [s["name"] for s in stages] == ["retrieval", "prerank", "ranking"]
