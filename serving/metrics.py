@@ -8,7 +8,8 @@ Each service instance owns its ``CollectorRegistry`` so several services (tests)
 - ``lcron_latency_seconds{stage}``: histogram per cascade stage and end_to_end.
 - ``lcron_queue_seconds``: time a request waited for a batch slot (in-process backend).
 - ``lcron_batch_size``: requests per batch that requests ran in (in-process backend).
-- ``lcron_pair_version``: the cascade's version in service (all stages share it); ``lcron_reloads_total{outcome}``.
+- ``lcron_pair_version``: the cascade's version in service (all stages share it);
+  ``lcron_reloads_total{outcome}``.
 """
 
 from __future__ import annotations
