@@ -98,10 +98,8 @@ def test_export_and_push_three_stages_as_one_version(pushed3, warmup_records):
     assert [line.split('"')[1] for line in config.splitlines() if "name:" in line] == NAMES
     assert config.count("versions: 1") == 3
     for stage in NAMES:
-        warm = [
-            bytes(r)
-            for r in tf.data.TFRecordDataset(str(pushed3 / stage / "1" / pair_push.WARMUP_FILE))
-        ]
+        warmup_file = pushed3 / stage / "1" / pair_push.WARMUP_FILE
+        warm = list(tf.data.TFRecordDataset(str(warmup_file)).as_numpy_iterator())
         assert len(warm) == 4
         request = prediction_log_pb2.PredictionLog.FromString(warm[0]).predict_log.request
         assert request.model_spec.name == stage
