@@ -238,3 +238,23 @@ def test_service_keep_override_and_tf_serving_backend(
         assert "prerank;dur=" in response.headers["Server-Timing"]
     finally:
         double.stop()
+
+
+def test_a_two_stage_deployment_pushed_before_n_stages_keeps_serving(
+    pushed, start_service, direct, helpers
+):
+    """A manifest of format 1 (no format, no order) on disk: served as retrieval -> ranking."""
+    legacy = {
+        "version": 1,
+        "stages": {
+            s: {"model_name": s, "version": 1, "path": f"{s}/1"} for s in ("retrieval", "ranking")
+        },
+        "pushed_at": "2026-01-01T00:00:00+00:00",
+    }
+    (pushed / "manifest.json").write_text(json.dumps(legacy))
+    url = start_service(pushed)
+    assert httpx.get(f"{url}/v1/models").json()["order"] == ["retrieval", "ranking"]
+    user = helpers.make_user(helpers.users[4], seq=helpers.known[:2])
+    body = httpx.post(f"{url}/v1/recommend", json={"user": user, "k": 10}, timeout=60).json()
+    assert body["versions"] == {"pair": 1, "retrieval": 1, "ranking": 1}
+    helpers.assert_items_equal(body["items"], direct.expected(1, user, 10))
