@@ -169,9 +169,11 @@ def _expected(export: dict[str, Path], user: dict, k: int, keep: int = 30) -> li
     retrieved = sigs["retrieval"](**query)
     ids = retrieved["video_id"].numpy()[0, :K1]
     rscores = retrieved["scores"].numpy()[0, :K1]
-    pscores = sigs["prerank"](**query, video_id=tf.constant([ids]))["scores"].numpy()[0]
+    pscores = sigs["prerank"](**query, video_id=tf.constant(ids[None, :]))["scores"].numpy()[0]
     kept = sorted(range(len(ids)), key=lambda i: (-pscores[i], i))[:keep]
-    fscores = sigs["ranking"](**query, video_id=tf.constant([ids[kept]]))["scores"].numpy()[0]
+    fscores = sigs["ranking"](**query, video_id=tf.constant(ids[kept][None, :]))["scores"].numpy()[
+        0
+    ]
     order = sorted(range(len(kept)), key=lambda j: (-fscores[j], j))[:k]
     return [
         {
