@@ -195,7 +195,7 @@ def _assert_items(got: list[dict], want: list[dict]) -> None:
         assert list(g) == list(w)
         for key in w:
             if key.endswith("_score"):
-                np.testing.assert_allclose(g[key], w[key], rtol=1e-5)
+                np.testing.assert_allclose(g[key], w[key], rtol=1e-5, atol=1e-6)
             else:
                 assert g[key] == w[key], (key, g, w)
 
