@@ -4,13 +4,13 @@ The stages are REAL trained layers of the session's short training runs (``conft
 version 1's retrieval and ranking, with version 2's ranking layer as the middle (pre-ranking)
 stage, handed to ``exporter.export_cascade`` as a model with ``stage_configs`` and
 ``stage_layers`` (the shape the N-stage ``CascadeModel`` has). So the chain's middle stage
-disagrees with the last, and a cut-off there is observable. No extra training.
+disagrees with the last, and a cut-off there is observable. No extra training. The export is
+pushed by the pipeline's CascadePusher executor on hand-built artifacts (``pushed3``).
 """
 
 from __future__ import annotations
 
 import functools
-import glob
 import json
 import os
 import types
@@ -56,31 +56,47 @@ def three_stage_export(tmp_path_factory, trained, transformed_log) -> dict[str, 
 
 
 @pytest.fixture(scope="module")
-def warmup_records(transformed_log):
-    import tensorflow as tf
+def pushed3(tmp_path_factory, three_stage_export, transformed_log) -> Path:
+    """The 3-stage Model artifact pushed by the pipeline's CascadePusher executor (hand-built
+    artifacts: the export above, a blessing, the log's raw examples for the warmup requests):
+    the stages are read from ``cascade.json``, validated in a fresh process, pushed."""
+    from tfx.types import standard_artifacts
 
-    from components.cascade_pusher import warmup
+    from components.cascade_pusher.executor import Executor
 
-    files = sorted(glob.glob(f"{transformed_log['examples']}/Split-eval/*"))
-    dataset = tf.data.TFRecordDataset(files, compression_type="GZIP").take(4)
-    examples = [bytes(r) for r in dataset.as_numpy_iterator()]
-    return warmup.warmup_records(examples, limit=4, stages=THREE)
-
-
-@pytest.fixture(scope="module")
-def pushed3(tmp_path_factory, three_stage_export, warmup_records) -> Path:
-    """Version 1 of the 3-stage cascade pushed, validated in a fresh process."""
-    from components.cascade_pusher import pair_push
-    from models import stage_spec
-
-    stages, dirs = stage_spec.export_stage_dirs(three_stage_export["ranking"].parent.parent)
-    assert stages == THREE and dirs == three_stage_export
-    serving = tmp_path_factory.mktemp("serving3") / "serving"
-    pair_push.push_cascade(dirs, serving, warmup_records, stages=stages, version=1)
+    tmp = tmp_path_factory.mktemp("serving3")
+    model = standard_artifacts.Model()
+    model.uri = str(three_stage_export["ranking"].parent.parent)  # holds Format-Serving/
+    blessing = standard_artifacts.ModelBlessing()
+    blessing.uri = str(tmp / "blessing")
+    blessing.set_int_custom_property("blessed", 1)
+    examples = standard_artifacts.Examples()
+    examples.uri = transformed_log["examples"]
+    pushed = standard_artifacts.PushedModel()
+    pushed.uri = str(tmp / "pushed_model")
+    serving = tmp / "serving"
+    Executor().Do(
+        {"model": [model], "model_blessing": [blessing], "examples": [examples]},
+        {"pushed_model": [pushed]},
+        {
+            "serving_dir": str(serving),
+            "eval_split": "eval",
+            "warmup_requests": 4,
+            "min_index_recall": 0.95,
+        },
+    )
+    assert pushed.get_int_custom_property("pushed") == 1
     return serving
 
 
-def test_export_and_push_three_stages_as_one_version(pushed3, warmup_records):
+@pytest.fixture(scope="module")
+def version3(pushed3) -> int:
+    from serving import manifest as manifest_lib
+
+    return int(manifest_lib.read_manifest(pushed3)["version"])
+
+
+def test_export_and_push_three_stages_as_one_version(pushed3, version3):
     import tensorflow as tf
     from tensorflow_serving.apis import prediction_log_pb2
 
@@ -97,9 +113,9 @@ def test_export_and_push_three_stages_as_one_version(pushed3, warmup_records):
     assert manifest["stages"]["retrieval"]["index"]["kind"] == "brute_force"
     config = (pushed3 / "models.config").read_text()
     assert [line.split('"')[1] for line in config.splitlines() if "name:" in line] == NAMES
-    assert config.count("versions: 1") == 3
+    assert config.count(f"versions: {version3}") == 3
     for stage in NAMES:
-        warmup_file = pushed3 / stage / "1" / pair_push.WARMUP_FILE
+        warmup_file = pushed3 / stage / str(version3) / pair_push.WARMUP_FILE
         warm = list(tf.data.TFRecordDataset(str(warmup_file)).as_numpy_iterator())
         assert len(warm) == 4
         request = prediction_log_pb2.PredictionLog.FromString(warm[0]).predict_log.request
@@ -200,15 +216,17 @@ def _assert_items(got: list[dict], want: list[dict]) -> None:
                 assert g[key] == w[key], (key, g, w)
 
 
-def test_service_runs_the_three_stage_chain(pushed3, three_stage_export, start_service, helpers):
+def test_service_runs_the_three_stage_chain(
+    pushed3, version3, three_stage_export, start_service, helpers
+):
     url = start_service(pushed3, k1=K1)
     models = httpx.get(f"{url}/v1/models").json()
-    assert models["order"] == NAMES and models["version"] == 1
+    assert models["order"] == NAMES and models["version"] == version3
     user = helpers.make_user(helpers.users[0], seq=helpers.known[:3])
     response = httpx.post(f"{url}/v1/recommend", json={"user": user, "k": 10}, timeout=60)
     assert response.status_code == 200, response.text
     body = response.json()
-    assert body["versions"] == {"pair": 1, "retrieval": 1, "prerank": 1, "ranking": 1}
+    assert body["versions"] == {"pair": version3, **{stage: version3 for stage in NAMES}}
     want = _expected(three_stage_export, user, 10)
     _assert_items(body["items"], want)
     # The middle stage matters: it drops some of retrieval's top 30 and re-orders the rest.
