@@ -13,6 +13,10 @@ STAMP := $(VENV)/.installed
 AIRFLOW_VENV := .venv-airflow
 AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed
 PYTEST_ARGS ?=
+# Test processes: most of a pipeline test's time is one Python thread (TFX, Beam's in-memory
+# runner, imports), so two processes keep both of a 2-core CI machine busy. A file's tests stay
+# in one process (--dist loadfile): module fixtures such as one pipeline run are built once.
+TEST_WORKERS ?= 2
 RUN_ARGS ?=
 
 .PHONY: help venv run test unit lint format lock lock-check airflow-venv experiment ablations replay-experiment bench clean
@@ -49,7 +53,7 @@ format: $(STAMP)  ## apply ruff fixes and formatting
 	$(VENV)/bin/ruff format .
 
 test: lint $(AIRFLOW_STAMP)  ## lint, then every test (unit, slow and pipeline; builds both venvs)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 unit: $(STAMP)  ## the fast unit tests only
 	$(PY) -m pytest -m "not slow and not pipeline" $(PYTEST_ARGS)

@@ -15,9 +15,21 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from models.config import LOSS_METHODS, LossConfig, ModelConfig, TrainerConfig
+import pydantic
+from annotated_types import Ge, Gt
+
+from models.config import (
+    LOSS_METHODS,
+    AtLeast1,
+    LossConfig,
+    MetricConfig,
+    ModelConfig,
+    TrainerConfig,
+    check_cascade,
+)
+from models.config_schema import build, check_section, config_dataclass, section, section_class
 from pipeline.config import DataConfig, apply_overrides, data_config
 
 # DataConfig fields an experiment sets its own way: its days come from eval_days/train_window
@@ -32,18 +44,32 @@ _DATA_FIELDS_SET_ELSEWHERE = (
 )
 
 
-@dataclasses.dataclass(frozen=True)
+def _check_sections(config: Any) -> None:
+    """Checks the sparse sections of a configuration given in code (``build`` checks them, under
+    their full path, when the configuration comes from a file)."""
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if section_class(field) is not None and value is not None:
+            check_section(section_class(field), value, field.name)
+
+
+@config_dataclass
 class Variant:
     """A named loss configuration (``models.config.LossConfig`` fields)."""
 
-    name: str
-    loss: dict[str, Any]
+    name: Annotated[str, pydantic.StringConstraints(min_length=1)]
+    loss: dict[str, Any] = dataclasses.field(metadata=section(LossConfig))
+
+    @pydantic.model_validator(mode="after")
+    def _sections(self) -> Variant:
+        _check_sections(self)
+        return self
 
     def loss_config(self) -> LossConfig:
         return LossConfig.from_dict(self.loss)
 
 
-@dataclasses.dataclass(frozen=True)
+@config_dataclass
 class ReplayConfig:
     """How ``lcron replay`` (``experiments.replay``) replays a simulated day against the truth.
 
@@ -60,39 +86,30 @@ class ReplayConfig:
         backend micro-batches them, as under load).
     """
 
-    k: int = 10
-    k1: int = 100
-    day: int | None = None
-    train_days: tuple[int, ...] | None = None
-    max_requests: int | None = None
+    k: AtLeast1 = 10
+    k1: AtLeast1 = 100
+    day: Annotated[int, Ge(0)] | None = None
+    train_days: tuple[Annotated[int, Ge(0)], ...] | None = None
+    max_requests: AtLeast1 | None = None
     seed: int = 0
-    concurrency: int = 32
+    concurrency: AtLeast1 = 32
 
-    def __post_init__(self) -> None:
-        if not 1 <= self.k <= self.k1:
-            raise ValueError(f"ReplayConfig: need 1 <= k <= k1, got k={self.k}, k1={self.k1}")
-        if self.max_requests is not None and self.max_requests < 1:
-            raise ValueError(f"ReplayConfig.max_requests must be >= 1, got {self.max_requests}")
-        if self.concurrency < 1:
-            raise ValueError(f"ReplayConfig.concurrency must be >= 1, got {self.concurrency}")
+    @pydantic.model_validator(mode="after")
+    def _k_within_k1(self) -> ReplayConfig:
+        if self.k > self.k1:
+            raise ValueError(f"need 1 <= k <= k1, got k={self.k}, k1={self.k1}")
+        return self
 
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None) -> ReplayConfig:
-        """Builds a config from a dict, rejecting unknown keys by name."""
-        values = dict(values or {})
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"ReplayConfig: unknown field(s) {unknown}; known: {sorted(known)}")
-        if isinstance(values.get("train_days"), list):
-            values["train_days"] = tuple(values["train_days"])
-        return cls(**values)
+        """Builds a config from a dict (JSON values); errors name the field."""
+        return build(cls, values, cls.__name__)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
-@dataclasses.dataclass(frozen=True)
+@config_dataclass
 class ExperimentConfig:
     """What to compare and how.
 
@@ -115,54 +132,68 @@ class ExperimentConfig:
         (``experiments.replay``; ``day`` and ``train_days`` are the cell's). None: no replay.
     """
 
-    variants: tuple[Variant, ...] = tuple(Variant(m, {"method": m}) for m in LOSS_METHODS)
-    seeds: tuple[int, ...] = (0, 1, 2)
-    simulate_days: int = 4
-    simulate_requests_per_day: int = 1000
+    variants: Annotated[tuple[Variant, ...], pydantic.Field(min_length=1)] = tuple(
+        Variant(m, {"method": m}) for m in LOSS_METHODS
+    )
+    seeds: Annotated[tuple[int, ...], pydantic.Field(min_length=1)] = (0, 1, 2)
+    simulate_days: AtLeast1 = 4
+    simulate_requests_per_day: AtLeast1 = 1000
     simulate_seed: int = 7
-    eval_days: tuple[int, ...] = (2, 3)
-    train_window: int = 2
-    passes: float | None = None
-    data: dict[str, Any] = dataclasses.field(default_factory=dict)
-    model: dict[str, Any] = dataclasses.field(default_factory=dict)
-    trainer: dict[str, Any] = dataclasses.field(default_factory=dict)
-    replay: dict[str, Any] | None = None
+    eval_days: tuple[AtLeast1, ...] = (2, 3)  # each day needs a day before it
+    train_window: AtLeast1 = 2
+    passes: Annotated[float, Gt(0)] | None = None
+    data: dict[str, Any] = dataclasses.field(default_factory=dict, metadata=section(DataConfig))
+    model: dict[str, Any] = dataclasses.field(default_factory=dict, metadata=section(ModelConfig))
+    trainer: dict[str, Any] = dataclasses.field(
+        default_factory=dict, metadata=section(TrainerConfig)
+    )
+    replay: dict[str, Any] | None = dataclasses.field(default=None, metadata=section(ReplayConfig))
 
-    def __post_init__(self) -> None:
-        names = [v.name for v in self.variants]
+    @pydantic.field_validator("variants")
+    @classmethod
+    def _unique_names(cls, variants: tuple[Variant, ...]) -> tuple[Variant, ...]:
+        names = [v.name for v in variants]
         if len(set(names)) != len(names):
-            raise ValueError(f"ExperimentConfig: variant names must be unique, got {names}")
-        for variant in self.variants:
-            variant.loss_config()  # unknown fields or methods fail here, by name
-        ModelConfig.from_dict(self.model)
-        TrainerConfig.from_dict(self.trainer)
-        if self.replay is not None:
-            ReplayConfig.from_dict(self.replay)
-        clash = sorted(set(self.data) & set(_DATA_FIELDS_SET_ELSEWHERE))
+            raise ValueError(f"variant names must be unique, got {names}")
+        return variants
+
+    @pydantic.field_validator("data")
+    @classmethod
+    def _data_days_are_the_experiments(cls, data: dict[str, Any]) -> dict[str, Any]:
+        clash = sorted(set(data) & set(_DATA_FIELDS_SET_ELSEWHERE))
         if clash:
             raise ValueError(
-                f"ExperimentConfig: data.{clash[0]} is set by eval_days / train_window and "
-                "simulate_* in an experiment"
+                f"{clash[0]} is set by eval_days / train_window and simulate_* in an experiment"
             )
-        data = self.data_config()  # unknown data fields fail here, by name
-        if self.passes is not None and self.passes <= 0:
-            raise ValueError(f"ExperimentConfig: passes must be > 0, got {self.passes}")
-        if self.train_window < 1:
-            raise ValueError(
-                f"ExperimentConfig: train_window must be >= 1, got {self.train_window}"
-            )
+        return data
+
+    @pydantic.model_validator(mode="after")
+    def _days_and_format(self) -> ExperimentConfig:
+        _check_sections(self)
+        data = self.data_config()
         for day in self.eval_days:
-            if day < 1:
-                raise ValueError(f"ExperimentConfig: eval day {day} has no day before it")
             if not data.input_base and day >= self.simulate_days:
-                raise ValueError(
-                    f"ExperimentConfig: eval day {day} not in 1..{self.simulate_days - 1}"
-                )
+                raise ValueError(f"eval day {day} not in 1..{self.simulate_days - 1}")
         if not data.input_base and data.format not in ("parquet", "csv"):
             raise ValueError(
-                f"ExperimentConfig: the simulator writes parquet or csv, not {data.format!r};"
+                f"the simulator writes parquet or csv, not {data.format!r};"
                 " set data.input_base for other logs"
             )
+        # Every variant's loss against the stages (cut-offs, gt_num, a form for N stages: a
+        # baseline without one is refused by name) and the stages against the list size.
+        model = ModelConfig.from_dict(self.model)
+        for variant in self.variants:
+            try:
+                check_cascade(model, variant.loss_config(), MetricConfig(), data.list_size)
+            except ValueError as err:
+                raise ValueError(f"variant {variant.name!r}: {err}") from None
+        if self.replay is not None and len(model.stages) != 2:
+            # The replay serves the exported retrieval/ranking pair; a deeper cascade's middle
+            # stages would be silently skipped.
+            raise ValueError(
+                f"replay serves a two-stage cascade, model.stages has {len(model.stages)}"
+            )
+        return self
 
     def data_config(self) -> DataConfig:
         """The ingestion's configuration (``pipeline.config.DataConfig``) of every cell."""
@@ -176,18 +207,12 @@ class ExperimentConfig:
 
 
 def load(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
-    """Reads a JSON config, then ``dotted.key=value`` overrides; unknown keys fail by name."""
+    """Reads a JSON config, then ``dotted.key=value`` overrides; errors name the full key."""
     values = json.loads(Path(path).read_text())
     if not isinstance(values, dict):
         raise ValueError(f"{path}: expected a JSON object")
-    apply_overrides(values, overrides)
-    known = {f.name for f in dataclasses.fields(ExperimentConfig)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"{path}: unknown key(s) {unknown}; known: {sorted(known)}")
-    if "variants" in values:
-        values["variants"] = tuple(Variant(**v) for v in values["variants"])
-    for name in ("seeds", "eval_days"):
-        if name in values:
-            values[name] = tuple(values[name])
-    return ExperimentConfig(**values)
+    apply_overrides(values, overrides, ExperimentConfig)
+    try:
+        return build(ExperimentConfig, values)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from err

@@ -13,15 +13,42 @@ from typing import Any
 import numpy as np
 
 from experiments.config import ExperimentConfig
+from models.config import DEFAULT_STAGES, MetricConfig, ModelConfig, StageConfig
 
-HEADLINE = "recall_at_10_at_30_at_20"
-COLUMNS: dict[str, str] = {
-    HEADLINE: "Recall@10@30@20 (end to end)",
-    "retrieval_recall_at_10_at_30": "Retrieval Recall@10@30",
-    "ranking_recall_at_10_at_20": "Ranking Recall@10@20",
-    "retrieval_ndcg_at_10": "Retrieval NDCG@10",
-    "ranking_ndcg_at_10": "Ranking NDCG@10",
-}
+# The cells' metrics are the Keras metrics of ``models.metrics.from_config`` with the default
+# MetricConfig (gt 10, NDCG@10) over the experiment's stages (``model.stages``).
+GT, NDCG_K = MetricConfig().gt_num, MetricConfig().ndcg_k
+
+
+def stage_columns(stages: tuple[StageConfig, ...] = DEFAULT_STAGES) -> dict[str, str]:
+    """Metric key -> column title: end-to-end Recall@gt@k1@...@kN first, then each stage's
+    recall, then each stage's NDCG."""
+    keeps = [s.keep for s in stages]
+    headline = "recall_at_" + "_at_".join(str(v) for v in (GT, *keeps))
+    columns = {headline: f"Recall@{GT}@{'@'.join(map(str, keeps))} (end to end)"}
+    for stage in stages:
+        title = stage.name.replace("_", " ").capitalize()
+        key = f"{stage.name}_recall_at_{GT}_at_{stage.keep}"
+        columns[key] = f"{title} Recall@{GT}@{stage.keep}"
+    for stage in stages:
+        title = stage.name.replace("_", " ").capitalize()
+        columns[f"{stage.name}_ndcg_at_{NDCG_K}"] = f"{title} NDCG@{NDCG_K}"
+    return columns
+
+
+def columns(config: ExperimentConfig) -> dict[str, str]:
+    """The report's columns for the experiment's cascade (``model.stages``)."""
+    return stage_columns(ModelConfig.from_dict(config.model).stages)
+
+
+def headline(config: ExperimentConfig) -> str:
+    """The end-to-end recall's metric key, e.g. ``recall_at_10_at_40_at_30_at_20``."""
+    return next(iter(columns(config)))
+
+
+# The default (two-stage) cascade's.
+COLUMNS: dict[str, str] = stage_columns()
+HEADLINE = next(iter(COLUMNS))
 
 # Replay figures (``experiments.replay``), present when the experiment replays its cells.
 REPLAY_COLUMNS: dict[str, str] = {
@@ -44,13 +71,15 @@ def _load_cells(out: Path) -> list[dict[str, Any]]:
 def summarize(config: ExperimentConfig, cells: list[dict[str, Any]]) -> dict[str, Any]:
     """{variant: {metric: {"mean", "std", "per_seed"}, "per_day": {day: mean}}}."""
     summary: dict[str, Any] = {}
+    cols = columns(config)
+    main = next(iter(cols))
     for variant in config.variants:
         mine = [c for c in cells if c["variant"] == variant.name]
         if not mine:
             continue
         entry: dict[str, Any] = {"cells": len(mine)}
         replayed = [m for m in _replay_metrics(mine) if all(m in c for c in mine)]
-        for metric in [*COLUMNS, *replayed]:
+        for metric in [*cols, *replayed]:
             per_seed = [
                 float(np.mean([c[metric] for c in mine if c["seed"] == seed]))
                 for seed in config.seeds
@@ -59,12 +88,12 @@ def summarize(config: ExperimentConfig, cells: list[dict[str, Any]]) -> dict[str
             std = float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else 0.0
             entry[metric] = {"mean": float(np.mean(per_seed)), "std": std, "per_seed": per_seed}
         entry["per_day"] = {
-            str(day): float(np.mean([c[HEADLINE] for c in mine if c["day"] == day]))
+            str(day): float(np.mean([c[main] for c in mine if c["day"] == day]))
             for day in config.eval_days
             if any(c["day"] == day for c in mine)
         }
         entry["per_day_std"] = {
-            str(day): _std([c[HEADLINE] for c in mine if c["day"] == day])
+            str(day): _std([c[main] for c in mine if c["day"] == day])
             for day in config.eval_days
             if any(c["day"] == day for c in mine)
         }
@@ -83,19 +112,19 @@ def _replay_metrics(cells: list[dict[str, Any]]) -> list[str]:
     return sorted(names)
 
 
-def replay_table(summary: dict[str, Any]) -> str:
+def replay_table(summary: dict[str, Any], cols: dict[str, str] | None = None) -> str:
     """Offline end-to-end recall beside the replay's figures, then the reference policies
     (mean over every cell's value: they do not depend on the variant). Empty without replay."""
+    cols = cols or COLUMNS
+    main = next(iter(cols))
     variants = [v for v in summary if all(m in summary[v] for m in REPLAY_COLUMNS)]
     if not variants:
         return ""
-    names = [COLUMNS[HEADLINE] + " (offline, logged lists)", *REPLAY_COLUMNS.values()]
+    names = [cols[main] + " (offline, logged lists)", *REPLAY_COLUMNS.values()]
     lines = ["| variant | " + " | ".join(names) + " |", "|" + "---|" * (len(names) + 1)]
     for variant in variants:
         entry = summary[variant]
-        cells = [
-            f"{entry[m]['mean']:.4f} ± {entry[m]['std']:.4f}" for m in [HEADLINE, *REPLAY_COLUMNS]
-        ]
+        cells = [f"{entry[m]['mean']:.4f} ± {entry[m]['std']:.4f}" for m in [main, *REPLAY_COLUMNS]]
         lines.append(f"| {variant} | " + " | ".join(cells) + " |")
     for policy, label in REPLAY_REFERENCES.items():
         recall, ndcg = (f"replay_{policy}_recall", f"replay_{policy}_ndcg")
@@ -115,13 +144,15 @@ def _std(values: list[float]) -> float:
     return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
 
 
-def markdown_table(summary: dict[str, Any]) -> str:
+def markdown_table(summary: dict[str, Any], cols: dict[str, str] | None = None) -> str:
     """Per variant: each metric's mean ± std over seeds, the seeds, and training time."""
-    header = "| variant | " + " | ".join(COLUMNS.values()) + " | seeds | s / cell |"
-    lines = [header, "|" + "---|" * (len(COLUMNS) + 3)]
-    best = max(summary, key=lambda v: summary[v][HEADLINE]["mean"]) if summary else None
+    cols = cols or COLUMNS
+    main = next(iter(cols))
+    header = "| variant | " + " | ".join(cols.values()) + " | seeds | s / cell |"
+    lines = [header, "|" + "---|" * (len(cols) + 3)]
+    best = max(summary, key=lambda v: summary[v][main]["mean"]) if summary else None
     for variant, entry in summary.items():
-        cells = [f"{entry[m]['mean']:.4f} ± {entry[m]['std']:.4f}" for m in COLUMNS]
+        cells = [f"{entry[m]['mean']:.4f} ± {entry[m]['std']:.4f}" for m in cols]
         if variant == best:
             cells[0] = f"**{cells[0]}**"
         cells.append(str(len(entry.get("seeds", [])) or entry.get("cells", "")))
@@ -153,14 +184,17 @@ def _plots(config: ExperimentConfig, summary: dict[str, Any], out: Path) -> None
     matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
 
+    cols = columns(config)
+    main = next(iter(cols))
+    title = cols[main].removesuffix(" (end to end)")
     names = list(summary)
-    means = [summary[n][HEADLINE]["mean"] for n in names]
-    stds = [summary[n][HEADLINE]["std"] for n in names]
+    means = [summary[n][main]["mean"] for n in names]
+    stds = [summary[n][main]["std"] for n in names]
     fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(names)), 4))
     ax.bar(names, means, yerr=stds, capsize=4, color="tab:blue")
     low = min(m - s for m, s in zip(means, stds, strict=True))
     ax.set_ylim(max(0.0, low - 0.05), min(1.0, max(means) + max(stds) + 0.05))
-    ax.set_ylabel("end-to-end Recall@10@30@20")
+    ax.set_ylabel(f"end-to-end {title}")
     ax.set_title(f"mean ± std over {len(config.seeds)} seeds, days {list(config.eval_days)}")
     ax.tick_params(axis="x", rotation=30)
     fig.tight_layout()
@@ -174,7 +208,7 @@ def _plots(config: ExperimentConfig, summary: dict[str, Any], out: Path) -> None
             [int(d) for d in days], [summary[name]["per_day"][d] for d in days], "o-", label=name
         )
     ax.set_xlabel("evaluation day")
-    ax.set_ylabel("end-to-end Recall@10@30@20 (mean over seeds)")
+    ax.set_ylabel(f"end-to-end {title} (mean over seeds)")
     ax.set_xticks(list(config.eval_days))
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -182,15 +216,12 @@ def _plots(config: ExperimentConfig, summary: dict[str, Any], out: Path) -> None
     plt.close(fig)
 
     # Where the ground truth is lost: each stage's own recall next to the cascade's.
-    stages = (
-        ("retrieval_recall_at_10_at_30", "retrieval Recall@10@30"),
-        ("ranking_recall_at_10_at_20", "ranking Recall@10@20"),
-        (HEADLINE, "end to end Recall@10@30@20"),
-    )
+    stages = [(m, t) for m, t in cols.items() if "_recall_at_" in m and m != main]
+    stages.append((main, f"end to end {title}"))
     width = 0.8 / len(stages)
     fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(names)), 4))
     for i, (metric, label) in enumerate(stages):
-        xs = [j + (i - 1) * width for j in range(len(names))]
+        xs = [j + (i - (len(stages) - 1) / 2) * width for j in range(len(names))]
         ax.bar(
             xs,
             [summary[n][metric]["mean"] for n in names],
@@ -238,14 +269,15 @@ def write_report(config: ExperimentConfig, out: str | Path) -> dict[str, Any]:
         f" {json.dumps(config.model, sort_keys=True)}. Training wall time: {sum(seconds):.0f} s"
         f" over {len(seconds)} cells (s / cell: the mean per cell).",
         "",
-        markdown_table(summary),
+        markdown_table(summary, columns(config)),
         "",
-        "End-to-end Recall@10@30@20 per evaluation day (mean ± std over seeds):",
+        f"End-to-end {columns(config)[headline(config)].removesuffix(' (end to end)')} per"
+        " evaluation day (mean ± std over seeds):",
         "",
         per_day_table(summary, config.eval_days),
         "",
     ]
-    replayed = replay_table(summary)
+    replayed = replay_table(summary, columns(config))
     if replayed:
         text += [
             "## Replay against the simulator's truth",

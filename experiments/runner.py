@@ -243,7 +243,7 @@ def run_experiment(config: ExperimentConfig, out: str | Path, workers: int = 1) 
     def report_cell(label: str, metrics: dict[str, float], seconds: float) -> None:
         elapsed = (time.monotonic() - started) / 60
         say(
-            f"{label}: end-to-end recall {metrics[report.HEADLINE]:.4f}"
+            f"{label}: end-to-end recall {metrics[report.headline(config)]:.4f}"
             f" ({seconds:.0f} s; {elapsed:.1f} min so far)"
         )
 

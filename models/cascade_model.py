@@ -1,12 +1,16 @@
-"""The cascade as one network: both stages score every candidate, one loss trains them jointly.
+"""The cascade as one network: every stage scores every candidate, one loss trains them jointly.
+
+The stages come from ``ModelConfig.stages`` (``models.config.StageConfig``: name, model kind,
+keep, serving role), first (retrieval) stage first: two by default (two-tower retrieval, DIN
+ranking), any number N >= 2 by configuration (e.g. retrieval, a light MLP pre-ranking, ranking).
 
 ``CascadeModel`` is a ``tfrs.models.Model``: its one override point is ``compute_loss``, which
-scores the request's candidates with both stages ([batch, list_size] each), hands them to a
+scores the request's candidates with every stage ([batch, list_size] each), hands them to a
 cascade loss from ``models.losses`` (LCRON by default, or a baseline by name) and updates
 
 - one mean tracker per loss term (``l_e2e``, ``l_single_retrieval``, UWL weights, ...), and
-- the paper's cascade metrics (end-to-end Recall@gt@k1@k2, per-stage recall, NDCG, Kendall's
-  tau; ``models.metrics.from_config``),
+- the paper's cascade metrics (end-to-end Recall@gt@k1@...@kN, per-stage recall, NDCG,
+  Kendall's tau; ``models.metrics.from_config``),
 
 so Keras logs all of them (and the TensorBoard callback writes them) for train and eval.
 
@@ -31,16 +35,40 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from models import features, losses, metrics
-from models.config import LossConfig, MetricConfig, ModelConfig
+from models.config import LossConfig, MetricConfig, ModelConfig, StageConfig, check_cascade
+from models.prerank_stage import PreRankingStage
 from models.ranking_stage import RankingStage
 from models.retrieval_tower import RetrievalStage
 
 xf = features.transformed_name
+# The default cascade's stage names (``models.config.DEFAULT_STAGES``).
 STAGES: tuple[str, ...] = ("retrieval", "ranking")
+# Model kind (``StageConfig.kind``) -> its Keras layer: ``layer(vocabulary_sizes, config,
+# name=...)``, called on transformed features -> [B, L] logits.
+STAGE_LAYERS: dict[str, type[tf.keras.layers.Layer]] = {
+    "two_tower": RetrievalStage,
+    "mlp": PreRankingStage,
+    "din": RankingStage,
+}
+
+
+def build_stage(
+    stage: StageConfig, vocabulary_sizes: Mapping[str, int], config: ModelConfig
+) -> tf.keras.layers.Layer:
+    """The Keras layer of one stage, named after it."""
+    return STAGE_LAYERS[stage.kind](vocabulary_sizes, config, name=stage.name)
 
 
 class CascadeModel(tfrs.models.Model):
-    """Retrieval (two-tower) and ranking (target attention) stages trained as one network.
+    """The configured stages (``ModelConfig.stages``) trained as one network.
+
+    Attributes (the export's contract):
+      stage_configs: ``tuple[StageConfig, ...]`` in cascade order.
+      stage_layers: ``dict[str, tf.keras.layers.Layer]``, stage name -> layer, same order. The
+        retrieval-role layer is a ``RetrievalStage`` (``query_tower(inputs) -> [B, D]``,
+        ``candidate_tower(inputs) -> [B, L, D]``, ``temperature``); every layer is callable as
+        ``layer(transformed_inputs) -> [B, L]`` logits.
+      retrieval / ranking: the first and the last stage's layers (aliases).
 
     Args:
       vocabulary_sizes: embedding rows per vocabulary (``preprocessing.vocabulary_sizes``).
@@ -53,7 +81,7 @@ class CascadeModel(tfrs.models.Model):
       train_metrics_every: update the cascade metrics on every n-th training step (1: every
         step); the loss terms are tracked on every step.
 
-    Call: transformed features -> {"retrieval": [B, L], "ranking": [B, L]} logits.
+    Call: transformed features -> {stage name: [B, L] logits} in cascade order.
     """
 
     def __init__(
@@ -74,17 +102,29 @@ class CascadeModel(tfrs.models.Model):
         self.model_config = model_config or ModelConfig()
         self.loss_config = loss_config or LossConfig()
         self.metric_config = metric_config or MetricConfig()
-        self.retrieval = RetrievalStage(vocabulary_sizes, self.model_config)
-        self.ranking = RankingStage(vocabulary_sizes, self.model_config)
-        self.cascade_loss = losses.get(self.loss_config, num_stages=len(STAGES))
+        # No list-size check here: the model takes any list size (the configuration checks the
+        # pipeline's list size against the stages' keeps).
+        check_cascade(self.model_config, self.loss_config, self.metric_config)
+        self.stage_configs: tuple[StageConfig, ...] = tuple(self.model_config.stages)
+        self.stage_layers: dict[str, tf.keras.layers.Layer] = {
+            stage.name: build_stage(stage, vocabulary_sizes, self.model_config)
+            for stage in self.stage_configs
+        }
+        self.retrieval = self.stage_layers[self.stage_configs[0].name]
+        self.ranking = self.stage_layers[self.stage_configs[-1].name]
+        self.cascade_loss = losses.get(
+            self.loss_config,
+            num_stages=len(self.stage_configs),
+            stage_keep=self.model_config.stage_keeps,
+        )
         # The terms a loss returns depend on the loss: ask it once, on an all-padding request
         # (any list layout holds it).
         dummy = tf.zeros([1, list_size])
-        names = sorted(self.cascade_loss([dummy, dummy], dummy, dummy))
+        names = sorted(self.cascade_loss([dummy] * len(self.stage_configs), dummy, dummy))
         self.term_trackers = {
             name: tf.keras.metrics.Mean(name=name) for name in names if name != "loss"
         }
-        self.cascade_metrics = metrics.from_config(self.metric_config)
+        self.cascade_metrics = metrics.from_config(self.metric_config, self.stage_configs)
         self.corpus_tracker = None
         if self.loss_config.corpus_weight > 0:
             if self.loss_config.corpus_logq and item_log_q is None:
@@ -95,20 +135,27 @@ class CascadeModel(tfrs.models.Model):
             self.corpus_tracker = tf.keras.metrics.Mean(name="l_corpus")
 
     def call(self, inputs: Mapping[str, tf.Tensor], training: bool = False) -> dict[str, tf.Tensor]:
-        return {"retrieval": self.retrieval(inputs), "ranking": self.ranking(inputs)}
+        return {name: layer(inputs) for name, layer in self.stage_layers.items()}
+
+    @property
+    def stage_names(self) -> tuple[str, ...]:
+        return tuple(stage.name for stage in self.stage_configs)
 
     def compute_loss(self, inputs: Mapping[str, tf.Tensor], training: bool = False) -> tf.Tensor:
         logits = self(inputs, training=training)
         labels = tf.cast(inputs[xf(features.LABEL)], tf.float32)
         mask = tf.cast(inputs[xf(features.MASK)], tf.float32)
-        stage_logits = [logits[stage] for stage in STAGES]
+        stage_logits = [logits[stage] for stage in self.stage_names]
         terms = self.cascade_loss(stage_logits, labels, mask)
         for name, tracker in self.term_trackers.items():
             tracker.update_state(terms[name])
 
         def update_metrics() -> None:
             metrics.update_cascade_metrics(
-                self.cascade_metrics, labels, {stage: logits[stage] for stage in STAGES}, mask
+                self.cascade_metrics,
+                labels,
+                {stage: logits[stage] for stage in self.stage_names},
+                mask,
             )
 
         optimizer = getattr(self, "optimizer", None)  # absent before compile()

@@ -2,27 +2,151 @@
 
 One dataclass per concern, passed down explicitly (no globals, no environment reads). The Trainer
 receives them as plain dicts through TFX ``custom_config`` and rebuilds them with ``from_dict``.
+Types and ranges are declared on the fields and checked by ``models.config_schema`` (pydantic).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, TypeVar
+import itertools
+import re
+from typing import Annotated, Any, Literal, TypeVar
+
+import pydantic
+from annotated_types import Ge, Gt
+
+from models.config_schema import build, config_dataclass
 
 _T = TypeVar("_T")
 
+# Field types with their ranges (checked by pydantic, named in errors: ``tau: must be > 0``).
+AtLeast1 = Annotated[int, Ge(1)]
+AtLeast0 = Annotated[int, Ge(0)]
+Positive = Annotated[float, Gt(0)]
+NonNegative = Annotated[float, Ge(0)]
+
 
 def _from_dict(cls: type[_T], values: dict[str, Any] | None) -> _T:
-    """Builds ``cls`` from a dict, rejecting unknown keys by name (typos must not pass)."""
-    values = dict(values or {})
-    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"{cls.__name__}: unknown field(s) {unknown}; known: {sorted(known)}")
-    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-        if f.name in values and isinstance(values[f.name], list):
-            values[f.name] = tuple(values[f.name])
-    return cls(**values)
+    """Builds ``cls`` from a dict (JSON values): unknown keys, wrong types and out-of-range
+    values fail naming the field."""
+    return build(cls, values, cls.__name__)
+
+
+STAGE_KINDS: tuple[str, ...] = ("two_tower", "mlp", "din")
+STAGE_ROLES: tuple[str, ...] = ("retrieval", "rescore")
+_STAGE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+
+
+@config_dataclass
+class StageConfig:
+    """One stage of the cascade: what model it is, how many items it keeps, how it serves.
+
+    Attributes:
+      name: the stage's name: its logits' key, its metrics' prefix, its SavedModel's folder
+        (lower-case letters, digits and "_", starting with a letter).
+      kind: "two_tower" (query and candidate towers, ``models.retrieval_tower``), "mlp" (a
+        light pre-ranking MLP over context and candidate features, ``models.prerank_stage``)
+        or "din" (target attention over the behaviour sequence, ``models.ranking_stage``).
+      keep: how many items the stage passes downstream (its cut-off k_s of Recall@gt@k1@...).
+      role: "retrieval" (the first stage: top-K over the whole corpus, a two-tower) or
+        "rescore" (every later stage: re-scores what the previous stage kept).
+    """
+
+    name: str
+    kind: Literal[STAGE_KINDS]
+    keep: AtLeast1
+    role: Literal[STAGE_ROLES] = "rescore"
+
+    @pydantic.model_validator(mode="after")
+    def _check(self) -> StageConfig:
+        if not _STAGE_NAME.match(self.name):
+            raise ValueError(
+                f"StageConfig.name {self.name!r}: lower-case letters, digits and '_', starting"
+                " with a letter (it names metrics and SavedModel folders)"
+            )
+        if self.role == "retrieval" and self.kind != "two_tower":
+            raise ValueError(
+                f"StageConfig: stage {self.name!r} has role 'retrieval' but kind {self.kind!r};"
+                " retrieval searches the corpus with a two-tower model (kind 'two_tower')"
+            )
+        return self
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any] | StageConfig) -> StageConfig:
+        if isinstance(values, StageConfig):
+            return values
+        return _from_dict(cls, values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# Today's cascade (the paper's two-stage RecFlow setting): two-tower retrieval keeps 30 of the
+# 40 logged candidates, DIN-style ranking keeps 20 of those.
+DEFAULT_STAGES: tuple[StageConfig, ...] = (
+    StageConfig("retrieval", "two_tower", 30, "retrieval"),
+    StageConfig("ranking", "din", 20, "rescore"),
+)
+
+
+def parse_stages(values: Any) -> tuple[StageConfig, ...]:
+    """A tuple of ``StageConfig`` from dicts or ``StageConfig`` objects (JSON lists welcome)."""
+    if isinstance(values, str | bytes) or not isinstance(values, list | tuple):
+        raise ValueError(f"ModelConfig.stages must be a list of stages, got {values!r}")
+    return tuple(StageConfig.from_dict(v) for v in values)
+
+
+def validate_stages(
+    stages: tuple[StageConfig, ...],
+    *,
+    list_size: int | None = None,
+    gt_num: int | None = None,
+    where: str = "ModelConfig.stages",
+) -> tuple[StageConfig, ...]:
+    """Checks the cascade's shape; raises ``ValueError`` naming ``where`` and the stage.
+
+    Rules: at least two stages with distinct names; the first has role "retrieval", every later
+    one "rescore"; keeps strictly decrease; the first keep is at most ``list_size`` and
+    ``gt_num`` at most the last keep (when given).
+    """
+    if len(stages) < 2:
+        raise ValueError(f"{where}: a cascade needs at least two stages, got {len(stages)}")
+    names = [s.name for s in stages]
+    if len(set(names)) != len(names):
+        raise ValueError(f"{where}: stage names must be distinct, got {names}")
+    if stages[0].role != "retrieval":
+        raise ValueError(
+            f"{where}: the first stage ({stages[0].name!r}) must have role 'retrieval',"
+            f" got {stages[0].role!r}"
+        )
+    for stage in stages[1:]:
+        if stage.role != "rescore":
+            raise ValueError(
+                f"{where}: stage {stage.name!r} comes after the first, so its role must be"
+                f" 'rescore', got {stage.role!r}"
+            )
+    for before, after in itertools.pairwise(stages):
+        if after.keep >= before.keep:
+            raise ValueError(
+                f"{where}: keeps must strictly decrease, but stage {after.name!r} keeps"
+                f" {after.keep} after {before.name!r} kept {before.keep}"
+            )
+    if list_size is not None and stages[0].keep > list_size:
+        raise ValueError(
+            f"{where}: stage {stages[0].name!r} keeps {stages[0].keep}, more than the list size"
+            f" {list_size}"
+        )
+    if gt_num is not None and gt_num > stages[-1].keep:
+        raise ValueError(
+            f"{where}: gt_num {gt_num} exceeds the last stage's keep ({stages[-1].name!r}:"
+            f" {stages[-1].keep}); Recall@gt@k1@...@kN needs gt_num <= kN"
+        )
+    return stages
+
+
+def stage_keeps(stages: tuple[StageConfig, ...]) -> tuple[int, ...]:
+    """Each stage's keep, first stage first: the cut-offs k1, ..., kN."""
+    return tuple(s.keep for s in stages)
 
 
 # Names of ``models.losses.get`` (its registry is checked against this list by a test): known
@@ -38,10 +162,27 @@ LOSS_METHODS: tuple[str, ...] = (
     "arf_v2",
     "lcron",
 )
+# How many stages each method has a reference form for (the authors' two_stage/ and
+# three_stage/ code); None: any number (LCRON's terms are written for N stages). A method is
+# refused by name at configuration time for any other count (``LossConfig.check_stages``).
+LOSS_STAGE_COUNTS: dict[str, tuple[int, ...] | None] = {
+    "bce": (2, 3),
+    "icc": (2, 3),
+    "rankflow": (2, 3),
+    "fs_ranknet": (2, 3),
+    "fs_lambdaloss": (2, 3),
+    "arf": (2, 3),
+    "arf_v2": (2, 3),
+    "lcron": None,
+}
 SORT_OPS: tuple[str, ...] = ("neural_sort", "soft_sort")
 # How LCRON computes its top-k probabilities (``models.losses.lcron.IMPLS``, checked by a test).
 LCRON_IMPLS: tuple[str, ...] = ("auto", "dense", "blocked", "dense_xla", "blocked_xla")
 WEIGHTINGS: tuple[str, ...] = ("uwl", "fixed")
+# LCRON's L_single item weights (``models.losses.lcron.SINGLE_WEIGHTS``, checked by a test),
+# or "auto": the authors' code of the cascade's depth (two_stage/: per_item; three_stage/:
+# per_tied_rank, also used for deeper cascades).
+LCRON_SINGLE_WEIGHTS: tuple[str, ...] = ("auto", "per_item", "per_tied_rank")
 # Which batch items are the sampled negatives of the retrieval corpus term (``corpus_weight``).
 CORPUS_NEGATIVES: tuple[str, ...] = ("logged", "in_batch")
 # The baselines as the authors' code computes them ("benchmark", accidents included) or with
@@ -49,7 +190,7 @@ CORPUS_NEGATIVES: tuple[str, ...] = ("logged", "in_batch")
 BASELINE_VARIANTS: tuple[str, ...] = ("benchmark", "clean")
 
 
-@dataclasses.dataclass(frozen=True)
+@config_dataclass
 class LossConfig:
     """Which cascade loss to train with, and its knobs (defaults: the LCRON authors').
 
@@ -66,9 +207,6 @@ class LossConfig:
       use_single: include the per-stage L_single terms (ablation switch).
       weighting: "uwl" (learnable uncertainty weights, Kendall et al. 2018) or "fixed".
       fixed_weights: per-stage weights of L_single when weighting == "fixed".
-      stage_keep: how many items each stage passes downstream, first stage first (RecFlow:
-        30 then 20); the baselines' cut-offs: ICC's gates, RankFlow's retrieval top-k, ARF's
-        support sizes (the authors' joint_recall_k / joint_prerank_k / support_m).
       baseline_variant: "benchmark" (default: the baselines exactly as the authors' code
         computes them, its accidents included) or "clean" (those accidents fixed; each
         baseline's docstring lists them). No effect on LCRON.
@@ -97,103 +235,116 @@ class LossConfig:
         "auto" (the fastest measured at the list size).
       lcron_block_rows: rows of a permutation matrix per block of the blocked path (memory
         per block: batch x rows x list_size floats; a list that fits one block is one block).
+      lcron_single_weights: how L_single weighs each item (``models.losses.lcron``):
+        "per_item" (y_i and 1 - y_i: the authors' two-stage code), "per_tied_rank" (the ranks
+        an item's tied label group spans: their three-stage code, where a negative of a full
+        group of 10 weighs 10) or "auto" (the authors' code of the cascade's depth: per_item
+        for two stages, per_tied_rank for three and more).
+
+    The stages' cut-offs (the baselines' ICC gates, RankFlow top-k, ARF supports) are the keeps
+    of ``ModelConfig.stages``, the one source the metrics share.
     """
 
-    method: str = "lcron"
-    gt_num: int = 10
-    sort_op: str = "neural_sort"
-    tau: float = 50.0
-    label_tau: float = 1e-3
-    stage_top_k: tuple[int, ...] | None = None
+    method: Literal[LOSS_METHODS] = "lcron"
+    gt_num: AtLeast1 = 10
+    sort_op: Literal[SORT_OPS] = "neural_sort"
+    tau: Positive = 50.0
+    label_tau: Positive = 1e-3
+    stage_top_k: tuple[AtLeast1, ...] | None = None
     use_e2e: bool = True
     use_single: bool = True
-    weighting: str = "uwl"
-    fixed_weights: tuple[float, ...] = (1.0, 1.0)
-    stage_keep: tuple[int, ...] = (30, 20)
-    baseline_variant: str = "benchmark"
-    group_size: int | None = None
-    arf_tau: float = 200.0
-    lambda_topn: int = 30
-    lambda_smooth_fraction: float = 0.8
-    rankflow_alpha: float = 0.0
-    corpus_weight: float = 0.0
-    corpus_negatives: str = "in_batch"
+    weighting: Literal[WEIGHTINGS] = "uwl"
+    fixed_weights: tuple[NonNegative, ...] = (1.0, 1.0)
+    baseline_variant: Literal[BASELINE_VARIANTS] = "benchmark"
+    group_size: AtLeast1 | None = None
+    arf_tau: Positive = 200.0
+    lambda_topn: AtLeast1 = 30
+    lambda_smooth_fraction: NonNegative = 0.8
+    rankflow_alpha: NonNegative = 0.0
+    corpus_weight: NonNegative = 0.0
+    corpus_negatives: Literal[CORPUS_NEGATIVES] = "in_batch"
     corpus_logq: bool = True
-    lcron_impl: str = "auto"
-    lcron_block_rows: int = 64
-
-    def __post_init__(self) -> None:
-        for name, known in (
-            ("method", LOSS_METHODS),
-            ("sort_op", SORT_OPS),
-            ("weighting", WEIGHTINGS),
-            ("corpus_negatives", CORPUS_NEGATIVES),
-            ("baseline_variant", BASELINE_VARIANTS),
-            ("lcron_impl", LCRON_IMPLS),
-        ):
-            value = getattr(self, name)
-            if value not in known:
-                raise ValueError(f"LossConfig.{name}: unknown value {value!r}; known: {known}")
-        if self.corpus_weight < 0:
-            raise ValueError(f"LossConfig.corpus_weight must be >= 0, got {self.corpus_weight}")
-        if self.lcron_block_rows < 1:
-            raise ValueError(
-                f"LossConfig.lcron_block_rows must be >= 1, got {self.lcron_block_rows}"
-            )
+    lcron_impl: Literal[LCRON_IMPLS] = "auto"
+    lcron_block_rows: AtLeast1 = 64
+    lcron_single_weights: Literal[LCRON_SINGLE_WEIGHTS] = "auto"
 
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None) -> LossConfig:
+        if values and "stage_keep" in values:
+            raise ValueError(
+                "LossConfig.stage_keep: the stages' cut-offs come from ModelConfig.stages (one"
+                " source for the loss, the metrics and the model); set the stages' keep there"
+            )
         return _from_dict(cls, values)
+
+    def check_stages(self, num_stages: int) -> None:
+        """Refuses, by name, a method without a reference form for ``num_stages`` stages."""
+        counts = LOSS_STAGE_COUNTS[self.method]
+        if counts is not None and num_stages not in counts:
+            raise ValueError(
+                f"LossConfig.method {self.method!r} has no {num_stages}-stage form (the"
+                f" reference defines it for {list(counts)} stages); methods for any number of"
+                f" stages: {[m for m, c in LOSS_STAGE_COUNTS.items() if c is None]}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
-@dataclasses.dataclass(frozen=True)
+@config_dataclass
 class MetricConfig:
-    """Cut-offs of the cascade metric Recall@gt_num@k1@k2 (the paper: 10 of 40, keep 30 then 20)."""
+    """The cascade metrics' knobs; their cut-offs k1..kN are the stages' keeps
+    (``ModelConfig.stages``): Recall@gt_num@k1@...@kN (the paper: 10 of 40, keep 30 then 20).
+    """
 
-    gt_num: int = 10
-    k1: int = 30
-    k2: int = 20
-    ndcg_k: int = 10
+    gt_num: AtLeast1 = 10
+    ndcg_k: AtLeast1 = 10
 
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None) -> MetricConfig:
+        if values and ({"k1", "k2"} & set(values)):
+            raise ValueError(
+                "MetricConfig.k1/k2: the metric's cut-offs are the stages' keeps; set them in"
+                " ModelConfig.stages"
+            )
         return _from_dict(cls, values)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
-@dataclasses.dataclass(frozen=True)
+@config_dataclass
 class ModelConfig:
-    """Sizes of the two stages (defaults: small, as the paper's 8-dim embeddings).
+    """The cascade's stages and their sizes (defaults: small, as the paper's 8-dim embeddings).
 
     Attributes:
+      stages: the cascade, first (retrieval) stage first (``StageConfig``): the one source of
+        the stage names, model kinds, cut-offs (the loss's and the metrics' k1..kN) and
+        serving roles. Default: two-tower retrieval keeps 30, DIN ranking keeps 20.
       embedding_dim: size of every id embedding (both stages own their tables).
       retrieval_hidden: hidden layer widths of each retrieval tower's MLP.
       retrieval_output_dim: size of the query and candidate embeddings.
       retrieval_temperature: the retrieval score is <query, candidate> / temperature.
       ranking_hidden: hidden layer widths of the ranking stage's MLP head.
       attention_dim: width of the ranking stage's target-attention projections.
+      prerank_hidden: hidden layer widths of a light pre-ranking stage's MLP (kind "mlp").
       top_k: K of the retrieval SavedModel's ``serving_default`` (fixed at export).
     """
 
-    embedding_dim: int = 8
-    retrieval_hidden: tuple[int, ...] = (32,)
-    retrieval_output_dim: int = 16
-    retrieval_temperature: float = 1.0
-    ranking_hidden: tuple[int, ...] = (64, 32)
-    attention_dim: int = 16
-    top_k: int = 100
+    stages: tuple[StageConfig, ...] = DEFAULT_STAGES
+    embedding_dim: AtLeast1 = 8
+    retrieval_hidden: tuple[AtLeast1, ...] = (32,)
+    retrieval_output_dim: AtLeast1 = 16
+    retrieval_temperature: Positive = 1.0
+    ranking_hidden: tuple[AtLeast1, ...] = (64, 32)
+    attention_dim: AtLeast1 = 16
+    prerank_hidden: tuple[AtLeast1, ...] = (32,)
+    top_k: AtLeast1 = 100
 
-    def __post_init__(self) -> None:
-        for name in ("embedding_dim", "retrieval_output_dim", "attention_dim", "top_k"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"ModelConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if self.retrieval_temperature <= 0:
-            raise ValueError("ModelConfig.retrieval_temperature must be > 0")
+    @pydantic.model_validator(mode="after")
+    def _check_stages(self) -> ModelConfig:
+        validate_stages(self.stages)
+        return self
 
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None) -> ModelConfig:
@@ -202,11 +353,40 @@ class ModelConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @property
+    def stage_names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.stages)
+
+    @property
+    def stage_keeps(self) -> tuple[int, ...]:
+        return stage_keeps(self.stages)
+
+
+def check_cascade(
+    model: ModelConfig,
+    loss: LossConfig | None = None,
+    metrics: MetricConfig | None = None,
+    list_size: int | None = None,
+) -> None:
+    """Checks that the loss, the metrics and the list fit the model's stages, at configuration
+    time; raises ``ValueError`` naming the field.
+
+    ``ModelConfig.stages`` is the one source of the cut-offs; this checks what depends on them:
+    ``LossConfig.gt_num`` / ``MetricConfig.gt_num`` at most the last keep, the first keep at
+    most ``list_size``, and a loss method with a form for this many stages.
+    """
+    validate_stages(model.stages, list_size=list_size)
+    if loss is not None:
+        validate_stages(model.stages, gt_num=loss.gt_num, where="LossConfig.gt_num")
+        loss.check_stages(len(model.stages))
+    if metrics is not None:
+        validate_stages(model.stages, gt_num=metrics.gt_num, where="MetricConfig.gt_num")
+
 
 INDEX_KINDS: tuple[str, ...] = ("auto", "brute_force", "scann")
 
 
-@dataclasses.dataclass(frozen=True)
+@config_dataclass
 class IndexConfig:
     """Retrieval's top-K index, built at export (the SavedModel's signatures are the same for
     every kind; docs/serving.md has the measurements behind the defaults).
@@ -228,27 +408,14 @@ class IndexConfig:
         recall@K against brute force; the push refuses an index below its recall floor.
     """
 
-    kind: str = "auto"
-    scann_min_items: int = 250_000
-    num_leaves: int | None = None
-    num_leaves_to_search: int | None = None
-    dimensions_per_block: int = 1
-    num_reordering_candidates: int | None = None
-    training_iterations: int = 12
-    recall_queries: int = 1000
-
-    def __post_init__(self) -> None:
-        if self.kind not in INDEX_KINDS:
-            raise ValueError(f"IndexConfig.kind: unknown {self.kind!r}; known: {INDEX_KINDS}")
-        for name in ("scann_min_items", "dimensions_per_block", "training_iterations"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"IndexConfig.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("num_leaves", "num_leaves_to_search", "num_reordering_candidates"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(f"IndexConfig.{name} must be >= 1 or None, got {value}")
-        if self.recall_queries < 0:
-            raise ValueError("IndexConfig.recall_queries must be >= 0")
+    kind: Literal[INDEX_KINDS] = "auto"
+    scann_min_items: AtLeast1 = 250_000
+    num_leaves: AtLeast1 | None = None
+    num_leaves_to_search: AtLeast1 | None = None
+    dimensions_per_block: AtLeast1 = 1
+    num_reordering_candidates: AtLeast1 | None = None
+    training_iterations: AtLeast1 = 12
+    recall_queries: AtLeast0 = 1000
 
     def resolved_kind(self, num_items: int) -> str:
         """ "brute_force" or "scann" for a corpus of ``num_items``."""
@@ -284,7 +451,7 @@ DISTRIBUTION_STRATEGIES: tuple[str, ...] = (
 )
 
 
-@dataclasses.dataclass(frozen=True)
+@config_dataclass
 class TrainerConfig:
     """How the cascade is trained.
 
@@ -304,25 +471,15 @@ class TrainerConfig:
         about a sixth of a step at list 40 and grow with list_size^2 (Kendall's tau).
     """
 
-    batch_size: int = 256
-    learning_rate: float = 0.005
-    train_steps: int = 600
-    steps_per_epoch: int = 100
-    eval_steps: int | None = None
-    shuffle_buffer: int = 4096
-    distribution: str = "default"
+    batch_size: AtLeast1 = 256
+    learning_rate: Positive = 0.005
+    train_steps: AtLeast1 = 600
+    steps_per_epoch: AtLeast1 = 100
+    eval_steps: AtLeast1 | None = None
+    shuffle_buffer: AtLeast1 = 4096
+    distribution: Literal[DISTRIBUTION_STRATEGIES] = "default"
     seed: int = 0
-    train_metrics_every: int = 10
-
-    def __post_init__(self) -> None:
-        for name in ("batch_size", "train_steps", "steps_per_epoch", "train_metrics_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"TrainerConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if self.distribution not in DISTRIBUTION_STRATEGIES:
-            raise ValueError(
-                f"TrainerConfig.distribution: unknown strategy {self.distribution!r};"
-                f" known: {list(DISTRIBUTION_STRATEGIES)}"
-            )
+    train_metrics_every: AtLeast1 = 10
 
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None) -> TrainerConfig:

@@ -23,7 +23,14 @@ import tensorflow as tf
 
 from models import data, distribution, exporter, preprocessing, progress, warm_start
 from models.cascade_model import CascadeModel
-from models.config import IndexConfig, LossConfig, MetricConfig, ModelConfig, TrainerConfig
+from models.config import (
+    IndexConfig,
+    LossConfig,
+    MetricConfig,
+    ModelConfig,
+    TrainerConfig,
+    check_cascade,
+)
 
 WARM_START_DIR = "warm_start"
 TRAINING_START_FILE = "training_start.json"
@@ -67,6 +74,11 @@ class Hyperparameters:
     trainer: TrainerConfig
     warm_start: bool = False
     index: IndexConfig = dataclasses.field(default_factory=IndexConfig)
+
+    def __post_init__(self) -> None:
+        # The stages (``ModelConfig.stages``) fix the loss's and the metrics' cut-offs: a
+        # mismatch or a method without a form for this many stages fails here, before training.
+        check_cascade(self.model, self.loss, self.metrics)
 
     @classmethod
     def from_custom_config(cls, custom_config: dict[str, Any] | None) -> Hyperparameters:

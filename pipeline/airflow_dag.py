@@ -42,7 +42,9 @@ def create_dag(config_path: Path) -> DAG:
         doc_md=__doc__,
     )
     tasks: dict[str, PythonOperator] = {}
-    for node_id, upstream in task_graph(warm_start=config.training.warm_start).items():
+    for node_id, upstream in task_graph(
+        warm_start=config.training.warm_start, stop_on_anomalies=config.data.stop_on_anomalies
+    ).items():
         tasks[node_id] = PythonOperator(
             task_id=node_id,
             python_callable=run_node,

@@ -31,6 +31,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "replay a simulated day against the pushed pair, scored with the true affinity",
     ),
     "bench": ("pipeline.bench_command", "run a benchmark script from benchmarks/"),
+    "config": (
+        "pipeline.config_command",
+        "show the resolved configuration and where each value came from",
+    ),
 }
 
 

@@ -1,20 +1,40 @@
 """The pipeline's configuration: one typed object with documented defaults.
 
 Sources, later ones win: the defaults below, a JSON file (``--config FILE``), then command-line
-overrides (``--set trainer.train_steps=200``). Unknown keys are rejected by name so a typo never
-silently falls back to a default. The runners own paths and orchestration; ``create_pipeline``
+overrides (``--set trainer.train_steps=200``). Unknown keys, wrong types and out-of-range values
+are rejected naming the full field path (``training.loss.tau: must be > 0, got -1``) so a typo
+never silently falls back to a default; ``lcron config show`` prints the resolved configuration
+and where each value came from. The runners own paths and orchestration; ``create_pipeline``
 receives everything it needs from here as plain arguments.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Annotated, Any, Literal
+
+import pydantic
+from annotated_types import Ge, Interval
+
+from models import config as model_config
+from models.config_schema import (
+    build,
+    check_section,
+    config_dataclass,
+    flatten,
+    is_text_field,
+    section,
+    section_class,
+)
+
+Share = Annotated[float, Interval(ge=0.0, le=1.0)]
+Day = Annotated[int, Ge(0)]
 
 
-@dataclasses.dataclass
+@config_dataclass(frozen=False)
 class DataConfig:
     """Where the logs come from and how days become splits.
 
@@ -28,6 +48,9 @@ class DataConfig:
       train_days: day folders used for training (the paper's streaming protocol: days 0..t-1).
       eval_days: later day folders used for evaluation (day t).
       list_size: candidates per request in the list-wise example (10 per stage group).
+      groups: the list's stage groups, best first, by log flag; the first is the ground truth
+        (two stages: rank_pos, rank_neg, coarse_neg, prerank_neg; the paper's three-stage
+        setting: rerank_pos, rerank_neg, rank_neg, coarse_neg, prerank_neg).
       label_mode: "ground_truth" (the ranking stage's top-10, the paper's) or "feedback".
       preset: the input's conventions, by name: "default" (ours, the simulator's) or
         "recflow" (a RecFlow download: upload_timestamp in s, duration and playing_time in ms;
@@ -43,20 +66,47 @@ class DataConfig:
     """
 
     input_base: str = ""
-    format: str = "parquet"
+    format: Literal["parquet", "csv", "feather"] = "parquet"
     day_pattern: str = "day_{day:02d}/*"
-    train_days: tuple[int, ...] = (0, 1)
-    eval_days: tuple[int, ...] = (2,)
-    list_size: int = 40
-    label_mode: str = "ground_truth"
+    train_days: tuple[Day, ...] = (0, 1)
+    eval_days: tuple[Day, ...] = (2,)
+    list_size: model_config.AtLeast1 = 40
+    groups: tuple[str, ...] = ("rank_pos", "rank_neg", "coarse_neg", "prerank_neg")
+    label_mode: Literal["ground_truth", "feedback"] = "ground_truth"
     preset: str = "default"
     validation: dict[str, Any] = dataclasses.field(default_factory=dict)
-    max_dead_letter_share: float = 0.01
+    max_dead_letter_share: Share = 0.01
     stop_on_anomalies: bool = True
-    simulate_days: int = 3
-    simulate_requests_per_day: int = 1500
+    simulate_days: model_config.AtLeast1 = 3
+    simulate_requests_per_day: model_config.AtLeast1 = 1500
     simulate_seed: int = 7
-    simulate_corrupt_fraction: float = 0.002
+    simulate_corrupt_fraction: Share = 0.002
+
+    @pydantic.field_validator("preset")
+    @classmethod
+    def _known_preset(cls, preset: str) -> str:
+        # Light import (pyarrow): only when a configuration is built.
+        from components.recflow_example_gen import presets
+
+        if preset not in presets.PRESETS:
+            raise ValueError(f"unknown preset {preset!r}; known: {sorted(presets.PRESETS)}")
+        return preset
+
+    @pydantic.model_validator(mode="after")
+    def _known_groups(self) -> DataConfig:
+        from components.recflow_example_gen import listwise
+
+        listwise.ListConfig(list_size=self.list_size, groups=self.groups)  # names a bad group
+        return self
+
+    @pydantic.field_validator("validation")
+    @classmethod
+    def _valid_fields(cls, validation: dict[str, Any], info: pydantic.ValidationInfo) -> dict:
+        from components.recflow_example_gen import presets
+
+        if "preset" in info.data:  # else the preset's own error says why
+            presets.validation_fields(info.data["preset"], validation)
+        return validation
 
     def example_gen_options(self) -> dict[str, Any]:
         """The ingestion's options (``RecFlowExampleGen`` keyword arguments) from this config.
@@ -68,6 +118,7 @@ class DataConfig:
         return {
             "input_format": self.format,
             "list_size": self.list_size,
+            "groups": tuple(self.groups),
             "label_mode": self.label_mode,
             "preset": self.preset,
             "validation": dict(self.validation),
@@ -96,26 +147,46 @@ NOT_EXAMPLE_GEN_OPTIONS: tuple[str, ...] = (
 DEFAULT_LOSS: dict[str, Any] = {"corpus_weight": 1.0}
 
 
-@dataclasses.dataclass
+@config_dataclass(frozen=False)
 class TrainingConfig:
     """Hyperparameters handed to the Trainer through ``custom_config``.
 
     ``loss``, ``metrics``, ``model``, ``trainer`` and ``index`` are the dict forms of
     ``models.config.LossConfig``, ``MetricConfig``, ``ModelConfig``, ``TrainerConfig`` and
-    ``IndexConfig`` (retrieval's top-K index, built at export); they are validated against
-    those dataclasses when the configuration is built. Keys given in a file or an override are
-    merged into these defaults (``DEFAULT_LOSS`` for ``loss``).
+    ``IndexConfig`` (retrieval's top-K index, built at export), holding only the keys given: they
+    are validated against those dataclasses when the configuration is built (errors name
+    ``training.loss.<field>``). Keys given in a file or an override are merged into these
+    defaults (``DEFAULT_LOSS`` for ``loss``).
     """
 
-    loss: dict[str, Any] = dataclasses.field(default_factory=lambda: dict(DEFAULT_LOSS))
-    metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
-    model: dict[str, Any] = dataclasses.field(default_factory=dict)
-    trainer: dict[str, Any] = dataclasses.field(default_factory=dict)
-    index: dict[str, Any] = dataclasses.field(default_factory=dict)
+    loss: dict[str, Any] = dataclasses.field(
+        default_factory=lambda: dict(DEFAULT_LOSS), metadata=section(model_config.LossConfig)
+    )
+    metrics: dict[str, Any] = dataclasses.field(
+        default_factory=dict, metadata=section(model_config.MetricConfig)
+    )
+    model: dict[str, Any] = dataclasses.field(
+        default_factory=dict, metadata=section(model_config.ModelConfig)
+    )
+    trainer: dict[str, Any] = dataclasses.field(
+        default_factory=dict, metadata=section(model_config.TrainerConfig)
+    )
+    index: dict[str, Any] = dataclasses.field(
+        default_factory=dict, metadata=section(model_config.IndexConfig)
+    )
     warm_start: bool = False
 
+    @pydantic.model_validator(mode="after")
+    def _check_sections(self) -> TrainingConfig:
+        # Built from a file these are checked (with their full path) before; this catches a
+        # section given in code.
+        for field in dataclasses.fields(self):
+            if section_class(field) is not None:
+                check_section(section_class(field), getattr(self, field.name), field.name)
+        return self
 
-@dataclasses.dataclass
+
+@config_dataclass(frozen=False)
 class EvaluationConfig:
     """Blessing rule: clear an absolute floor, beat chance level, and do not regress past the
     last blessed model.
@@ -131,13 +202,13 @@ class EvaluationConfig:
       slice_features: context features the evaluation is sliced by.
     """
 
-    recall_floor: float = 0.5
-    min_lift_over_chance: float = 0.1
-    max_regression: float = 0.01
+    recall_floor: Share = 0.5
+    min_lift_over_chance: Share = 0.1
+    max_regression: Share = 0.01
     slice_features: tuple[str, ...] = ("gender",)
 
 
-@dataclasses.dataclass
+@config_dataclass(frozen=False)
 class PushConfig:
     """What the pusher requires before it publishes a pair.
 
@@ -148,17 +219,11 @@ class PushConfig:
       warmup_requests: eval requests written as TF Serving warmup records per stage.
     """
 
-    min_index_recall: float = 0.95
-    warmup_requests: int = 32
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.min_index_recall <= 1.0:
-            raise ValueError("push.min_index_recall must be in [0, 1]")
-        if not 0 <= self.warmup_requests <= 1000:
-            raise ValueError("push.warmup_requests must be in [0, 1000] (TF Serving's limit)")
+    min_index_recall: Share = 0.95
+    warmup_requests: Annotated[int, Interval(ge=0, le=1000)] = 32  # TF Serving's limit: 1000
 
 
-@dataclasses.dataclass
+@config_dataclass(frozen=False)
 class PipelineConfig:
     """Everything a runner needs. ``output_dir`` holds pipeline root, metadata and serving dir."""
 
@@ -176,9 +241,19 @@ class PipelineConfig:
     )
     enable_cache: bool = True
 
-    def __post_init__(self) -> None:
-        _validate_training(self.training)
-        _validate_data(self.data)
+    @pydantic.model_validator(mode="after")
+    def _stages_fit_the_list(self) -> PipelineConfig:
+        # The stages (training.model.stages) fix the loss's and the metrics' cut-offs and must
+        # fit the list: a method without a form for this many stages, or a first keep above
+        # data.list_size, fails here, by name.
+        training = self.training
+        model_config.check_cascade(
+            model_config.ModelConfig.from_dict(training.model),
+            model_config.LossConfig.from_dict(training.loss),
+            model_config.MetricConfig.from_dict(training.metrics),
+            self.data.list_size,
+        )
+        return self
 
     # --- paths the runners derive --------------------------------------------------------
     @property
@@ -202,52 +277,6 @@ def _join(base: str, name: str) -> str:
     if "://" in base:
         return f"{base.rstrip('/')}/{name}"
     return str(Path(base) / name)
-
-
-def _validate_training(training: TrainingConfig) -> None:
-    # Light import (no TensorFlow): fail at configuration time, not inside the Trainer.
-    from models import config as model_config
-
-    model_config.LossConfig.from_dict(training.loss)
-    model_config.MetricConfig.from_dict(training.metrics)
-    model_config.IndexConfig.from_dict(training.index)
-    for name, value in (("ModelConfig", training.model), ("TrainerConfig", training.trainer)):
-        cls = getattr(model_config, name, None)
-        if cls is not None:
-            cls.from_dict(value)
-
-
-def _validate_data(data: DataConfig) -> None:
-    # Light import (pyarrow, numpy): an unknown preset, field or unit fails here, by name.
-    from components.recflow_example_gen import presets
-
-    presets.validation_fields(data.preset, data.validation)
-    if not 0.0 <= data.max_dead_letter_share <= 1.0:
-        raise ValueError(f"config: data.max_dead_letter_share {data.max_dead_letter_share}")
-
-
-def _build(cls: type, values: dict[str, Any], where: str) -> Any:
-    hints = get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(fields))
-    if unknown:
-        raise ValueError(f"config: unknown key(s) {unknown} in {where or 'top level'}")
-    kwargs = {}
-    for name, value in values.items():
-        hint = hints[name]
-        if dataclasses.is_dataclass(hint):
-            if not isinstance(value, dict):
-                raise ValueError(f"config: {where}{name} must be an object")
-            kwargs[name] = _build(hint, value, f"{where}{name}.")
-        elif isinstance(value, dict) and fields[name].default_factory is not dataclasses.MISSING:
-            # A free-form section (the Trainer's hyperparameters): given keys win, the
-            # section's other default keys stay.
-            kwargs[name] = {**fields[name].default_factory(), **value}
-        elif isinstance(value, list):
-            kwargs[name] = tuple(value)
-        else:
-            kwargs[name] = value
-    return cls(**kwargs)
 
 
 def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
@@ -275,22 +304,38 @@ def load_config(
 
     Args:
       path: JSON file with any subset of the fields (nested objects for sections).
-      overrides: ``dotted.key=value`` strings; values parse as JSON when they can.
+      overrides: ``dotted.key=value`` strings; values parse as JSON when they can (a text field
+        keeps the text as typed: ``--set pipeline_name=2024``).
 
     Raises:
-      ValueError: on unknown keys or malformed overrides, naming the key.
+      ValueError: on unknown keys, wrong types, out-of-range values or malformed overrides,
+        naming the full key (``ConfigError``).
     """
+    return resolve(path, overrides)[0]
+
+
+def resolve(
+    path: str | Path | None = None, overrides: list[str] | None = None
+) -> tuple[PipelineConfig, dict[str, str]]:
+    """``load_config``, plus where each key given came from: ``{"data.eval_days": "--set",
+    "output_dir": "<file>"}`` (later sources win: defaults, the file, the overrides)."""
     tree: dict[str, Any] = {}
     if path:
         tree = json.loads(Path(path).read_text())
         if not isinstance(tree, dict):
             raise ValueError(f"config: {path} must hold a JSON object")
-    apply_overrides(tree, overrides)
-    return _build(PipelineConfig, tree, "")
+    sources = dict.fromkeys(flatten(tree), str(path))
+    given = apply_overrides({}, overrides, PipelineConfig)
+    sources.update(dict.fromkeys(flatten(given), "--set"))
+    apply_overrides(tree, overrides, PipelineConfig)
+    return build(PipelineConfig, tree), sources
 
 
-def apply_overrides(tree: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
-    """Sets ``dotted.key=value`` strings into a nested dict (values parse as JSON when they can).
+def apply_overrides(
+    tree: dict[str, Any], overrides: list[str] | None, schema: type | None = None
+) -> dict[str, Any]:
+    """Sets ``dotted.key=value`` strings into a nested dict (values parse as JSON when they can;
+    a text field of ``schema``, when given, keeps the text as typed).
 
     Raises:
       ValueError: an override is not ``key=value`` or walks through a non-object.
@@ -299,10 +344,12 @@ def apply_overrides(tree: dict[str, Any], overrides: list[str] | None) -> dict[s
         if "=" not in item:
             raise ValueError(f"config: override {item!r} is not key=value")
         key, value = item.split("=", 1)
-        _set_dotted(tree, key.strip(), _parse_value(value))
+        key = key.strip()
+        text = schema is not None and is_text_field(schema, key)
+        _set_dotted(tree, key, value if text else _parse_value(value))
     return tree
 
 
 def data_config(values: dict[str, Any] | None) -> DataConfig:
-    """A ``DataConfig`` from a dict of its fields; unknown keys fail by name (``data.<key>``)."""
-    return _build(DataConfig, dict(values or {}), "data.")
+    """A ``DataConfig`` from a dict of its fields; errors name the key (``data.<key>``)."""
+    return build(DataConfig, copy.deepcopy(dict(values or {})), "data")

@@ -9,8 +9,9 @@ equals the graph of ``create_pipeline``: change both together.
 
 from __future__ import annotations
 
-# node id -> upstream node ids, in create_pipeline's topological order; the Trainer's edge from
-# the resolver exists only with warm start (see ``task_graph``).
+# node id -> upstream node ids; the Trainer's edge from
+# the resolver exists only with warm start, Transform's from the strict ExampleValidator only
+# when anomalies stop the run (see ``task_graph``).
 _NODES: dict[str, tuple[str, ...]] = {
     "ImportSchemaGen": (),
     "LatestBlessedModelResolver": (),
@@ -23,15 +24,28 @@ _NODES: dict[str, tuple[str, ...]] = {
     "CascadePusher": ("CascadeEvaluator", "RecFlowExampleGen", "Trainer"),
 }
 _WARM_START_EDGES = {"Trainer": ("LatestBlessedModelResolver",)}
+_STOP_ON_ANOMALIES_EDGES = {"Transform": ("ExampleValidator",)}
 
 
-def task_graph(*, warm_start: bool) -> dict[str, tuple[str, ...]]:
-    """Node id -> sorted upstream node ids of ``create_pipeline(warm_start=...)``.
+def task_graph(*, warm_start: bool, stop_on_anomalies: bool = True) -> dict[str, tuple[str, ...]]:
+    """Node id -> sorted upstream node ids of ``create_pipeline(warm_start=...,
+    stop_on_anomalies=...)``.
 
-    Keys come in a topological order (every node after its upstream nodes).
+    Keys come in TFX's topological order: layer by layer (a node's layer is one more than its
+    deepest upstream node's), by node id within a layer.
     """
     graph = dict(_NODES)
-    if warm_start:
-        for node, extra in _WARM_START_EDGES.items():
-            graph[node] = tuple(sorted({*graph[node], *extra}))
-    return graph
+    extras = {
+        **(_WARM_START_EDGES if warm_start else {}),
+        **(_STOP_ON_ANOMALIES_EDGES if stop_on_anomalies else {}),
+    }
+    for node, extra in extras.items():
+        graph[node] = tuple(sorted({*graph[node], *extra}))
+    layer: dict[str, int] = {}
+
+    def depth(node: str) -> int:
+        if node not in layer:
+            layer[node] = 1 + max((depth(up) for up in graph[node]), default=-1)
+        return layer[node]
+
+    return {node: graph[node] for node in sorted(graph, key=lambda n: (depth(n), n))}

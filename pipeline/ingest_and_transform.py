@@ -12,7 +12,6 @@ import glob
 from collections.abc import Sequence
 from pathlib import Path
 
-from data import DATA_DIR
 from pipeline.config import DataConfig
 
 
@@ -49,6 +48,7 @@ def ingest_and_transform(
     from tfx import v1 as tfx
 
     from components.recflow_example_gen import RecFlowExampleGen, day_splits
+    from components.recflow_example_gen import schema as schema_module
     from models.code_version import code_version
 
     data = data or DataConfig()
@@ -58,9 +58,9 @@ def ingest_and_transform(
         input_config=day_splits(train_days, eval_days, data.day_pattern),
         **data.example_gen_options(),
     ).with_id("RecFlowExampleGen")
-    schema = tfx.components.ImportSchemaGen(schema_file=str(DATA_DIR / "schema.pbtxt")).with_id(
-        "ImportSchemaGen"
-    )
+    # The curated schema of this list shape (data/schema.pbtxt for the default 40 x 4 groups).
+    schema_path = schema_module.schema_file(data.list_size, len(data.groups), out / "schema")
+    schema = tfx.components.ImportSchemaGen(schema_file=schema_path).with_id("ImportSchemaGen")
     transform = tfx.components.Transform(
         examples=example_gen.outputs["examples"],
         schema=schema.outputs["schema"],

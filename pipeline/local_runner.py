@@ -38,9 +38,22 @@ def create_from_config(
     """``create_pipeline`` with every other argument taken from ``config`` (all runners).
 
     ``schema_path`` is the curated schema as the components see it (another path inside a
-    container image).
+    container image). A list shape other than the default's (40 candidates in four groups, e.g.
+    the three-stage setting's 50 in five) gets its own generated schema, written under a local
+    ``output_dir`` (``schema.schema_file``); elsewhere pass its path.
     """
+    from components.recflow_example_gen import schema
     from pipeline.pipeline import create_pipeline
+
+    shape = (config.data.list_size, len(config.data.groups))
+    if schema_path == str(SCHEMA_PATH) and shape != (40, schema.NUM_GROUPS):
+        if "://" in config.output_dir:
+            raise ValueError(
+                f"config: data.list_size / data.groups {shape} need their own schema; write it"
+                " with `python -m components.recflow_example_gen.schema"
+                f" {shape[0]} {shape[1]}` and pass its path"
+            )
+        schema_path = schema.schema_file(*shape, Path(config.output_dir) / "schema")
 
     return create_pipeline(
         pipeline_name=config.pipeline_name,
@@ -55,6 +68,7 @@ def create_from_config(
         input_format=config.data.format,
         day_pattern=config.data.day_pattern,
         list_size=config.data.list_size,
+        groups=config.data.groups,
         label_mode=config.data.label_mode,
         preset=config.data.preset,
         validation=dict(config.data.validation),

@@ -234,8 +234,9 @@ def _describe_resolver(outcome: NodeOutcome) -> str:
     return f"last blessed model {model}" if model else "no blessed model yet"
 
 
-# The cascade's end-to-end Recall@gt@k1@k2 as the Trainer's Keras metric names it.
-_TRAINER_RECALL = re.compile(r"^recall_at_\d+_at_\d+_at_\d+$")
+# The cascade's end-to-end Recall@gt@k1@...@kN as the Trainer's Keras metric names it (N >= 2
+# stages; a stage's own recall is prefixed with its name).
+_TRAINER_RECALL = re.compile(r"^recall_at_\d+(_at_\d+){2,}$")
 
 
 def _describe_trainer(outcome: NodeOutcome) -> str:

@@ -40,6 +40,7 @@ def create_pipeline(
     input_format: str = "parquet",
     day_pattern: str = "day_{day:02d}/*",
     list_size: int = 40,
+    groups: Sequence[str] | None = None,
     label_mode: str = "ground_truth",
     preset: str = "default",
     validation: dict[str, Any] | None = None,
@@ -71,6 +72,8 @@ def create_pipeline(
       day_pattern: glob of one day's files under ``input_base``, with ``{day}`` (e.g.
         ``"all_stage/2024-01-{day:02d}.feather"`` for a RecFlow download).
       list_size: candidates per request in the list-wise example.
+      groups: its stage groups, best first, the first the ground truth (None: rank_pos,
+        rank_neg, coarse_neg, prerank_neg; ``listwise.ListConfig.groups``).
       label_mode: "ground_truth" or "feedback".
       preset / validation: the input's conventions (``presets.PRESETS`` by name, then
         ``rows.ValidationConfig`` fields over them: time units, bounds).
@@ -100,6 +103,7 @@ def create_pipeline(
         input_config=day_splits(train_days, eval_days, day_pattern),
         input_format=input_format,
         list_size=list_size,
+        groups=groups,
         label_mode=label_mode,
         preset=preset,
         validation=validation,
@@ -154,6 +158,8 @@ def create_pipeline(
         max_regression=max_regression,
         slice_features=slice_features,
         metric_config=hyperparameters.get("metrics"),
+        # The Trainer's stages (ModelConfig.stages): the evaluator scores each one's export.
+        stages=(hyperparameters.get("model") or {}).get("stages"),
     ).with_id("CascadeEvaluator")
 
     pusher = CascadePusher(

@@ -236,7 +236,11 @@ def render(config: PipelineConfig, summary: dict[str, Any] | None = None) -> str
     """The report page of the newest executions recorded in ``config``'s ML Metadata."""
     from pipeline.graph import task_graph
 
-    order = list(task_graph(warm_start=config.training.warm_start))
+    order = list(
+        task_graph(
+            warm_start=config.training.warm_start, stop_on_anomalies=config.data.stop_on_anomalies
+        )
+    )
     found = node_outcomes(config.metadata_path, config.pipeline_name)
     outcomes = {n: found[n] for n in order if n in found}
     outcomes.update({n: o for n, o in found.items() if n not in outcomes})

@@ -114,7 +114,16 @@ def run(args: argparse.Namespace) -> int:
             print(f"lcron run --replay: {err}", file=sys.stderr)
             return 2
     simulate = not config.data.input_base
-    steps = len(task_graph(warm_start=config.training.warm_start)) + 1 + int(simulate)
+    steps = (
+        len(
+            task_graph(
+                warm_start=config.training.warm_start,
+                stop_on_anomalies=config.data.stop_on_anomalies,
+            )
+        )
+        + 1
+        + int(simulate)
+    )
     steps += int(args.replay)
     replayed = None
     started = time.monotonic()

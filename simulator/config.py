@@ -13,12 +13,22 @@ import dataclasses
 import itertools
 import json
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+import pydantic
+from annotated_types import Ge, Interval
+
+from models.config_schema import build, config_dataclass
 from models.features import GROUP_SIZE, SEQ_LEN
 
+# Field types with their ranges (checked by pydantic, named in errors).
+AtLeast1 = Annotated[int, Ge(1)]
+AtLeast0 = Annotated[int, Ge(0)]
+NonNegative = Annotated[float, Ge(0)]
+Share = Annotated[float, Interval(ge=0.0, le=1.0)]
 
-@dataclasses.dataclass(frozen=True)
+
+@config_dataclass
 class SimulatorConfig:
     """World, cascade and feedback knobs of the simulator (defaults give RecFlow-like logs).
 
@@ -97,123 +107,90 @@ class SimulatorConfig:
     """
 
     # Sizes
-    num_users: int = 2000
-    new_users_per_day: int = 100
-    num_initial_items: int = 5000
-    new_items_per_day: int = 500
-    initial_item_age_days: int = 30
-    num_authors: int = 400
-    num_categories_level_one: int = 8
-    categories_per_level_one: int = 6
-    num_upload_types: int = 4
-    num_provinces: int = 34
-    num_ages: int = 8
-    num_genders: int = 3
-    author_home_category_share: float = 0.7
+    num_users: AtLeast1 = 2000
+    new_users_per_day: AtLeast0 = 100
+    num_initial_items: AtLeast1 = 5000
+    new_items_per_day: AtLeast0 = 500
+    initial_item_age_days: AtLeast0 = 30
+    num_authors: AtLeast1 = 400
+    num_categories_level_one: AtLeast1 = 8
+    categories_per_level_one: AtLeast1 = 6
+    num_upload_types: AtLeast1 = 4
+    num_provinces: AtLeast1 = 34
+    num_ages: AtLeast1 = 8
+    num_genders: AtLeast1 = 3
+    author_home_category_share: Share = 0.7
     # True affinity
-    latent_dim: int = 16
-    capacity: int = 3
+    latent_dim: AtLeast1 = 16
+    capacity: AtLeast1 = 3
     taste_weight: float = 0.6
     category_weight: float = 0.4
     author_weight: float = 0.2
     popularity_weight: float = 0.2
-    demographic_category_share: float = 0.5
+    demographic_category_share: Share = 0.5
     freshness_decay: float = 0.15
     interaction_weight: float = 0.3
     nonlinearity_sharpness: float = 1.0
     loyalty_weight: float = 4.0
     # Cascade
-    pool_size: int = 200
-    pool_personalization: float = 0.5
+    pool_size: AtLeast1 = 200
+    pool_personalization: Share = 0.5
     prerank_keep: int = 100
     coarse_keep: int = 40
-    prerank_noise: float = 1.0
-    coarse_noise: float = 0.6
-    rank_noise: float = 0.3
-    rerank_noise: float = 0.15
+    prerank_noise: NonNegative = 1.0
+    coarse_noise: NonNegative = 0.6
+    rank_noise: NonNegative = 0.3
+    rerank_noise: NonNegative = 0.15
     min_exposed: int = 4
     max_exposed: int = 8
     # Feedback
     feedback_reference: float = 9.5
     view_bias: float = 0.0
-    view_scale: float = 1.5
+    view_scale: NonNegative = 1.5
     long_view_margin: float = 1.5
-    like_rate: float = 0.08
-    follow_rate: float = 0.02
-    forward_rate: float = 0.02
-    comment_rate: float = 0.03
+    like_rate: Share = 0.08
+    follow_rate: Share = 0.02
+    forward_rate: Share = 0.02
+    comment_rate: Share = 0.03
     # Logging
-    group_size: int = GROUP_SIZE
-    seq_len: int = SEQ_LEN
-    initial_history_max: int = 30
+    group_size: AtLeast1 = GROUP_SIZE
+    seq_len: AtLeast1 = SEQ_LEN
+    initial_history_max: AtLeast0 = 30
     # Time and drift
     start_timestamp_ms: int = 1_704_067_200_000  # 2024-01-01 00:00 UTC
-    taste_drift: float = 0.1
-    popularity_drift: float = 0.1
-    user_activity_sigma: float = 1.0
+    taste_drift: Share = 0.1
+    popularity_drift: NonNegative = 0.1
+    user_activity_sigma: NonNegative = 1.0
 
-    def __post_init__(self) -> None:
-        positive = (
-            "num_users",
-            "num_initial_items",
-            "num_authors",
-            "num_categories_level_one",
-            "categories_per_level_one",
-            "num_upload_types",
-            "num_provinces",
-            "num_ages",
-            "num_genders",
-            "latent_dim",
-            "capacity",
-            "pool_size",
-            "group_size",
-            "seq_len",
-        )
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ValueError(f"SimulatorConfig.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("new_users_per_day", "new_items_per_day", "initial_history_max"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"SimulatorConfig.{name} must be >= 0, got {getattr(self, name)}")
+    @pydantic.model_validator(mode="after")
+    def _cascade_is_consistent(self) -> SimulatorConfig:
         if not self.pool_size > self.prerank_keep > self.coarse_keep > GROUP_SIZE:
             raise ValueError(
-                "SimulatorConfig: need pool_size > prerank_keep > coarse_keep > "
+                "need pool_size > prerank_keep > coarse_keep > "
                 f"{GROUP_SIZE} (every stage group non-empty), got {self.pool_size}, "
                 f"{self.prerank_keep}, {self.coarse_keep}"
             )
         if self.num_initial_items < self.pool_size:
             raise ValueError(
-                f"SimulatorConfig.num_initial_items ({self.num_initial_items}) must be >= "
+                f"num_initial_items ({self.num_initial_items}) must be >= "
                 f"pool_size ({self.pool_size})"
             )
         if not 1 <= self.min_exposed <= self.max_exposed <= GROUP_SIZE:
             raise ValueError(
-                f"SimulatorConfig: need 1 <= min_exposed <= max_exposed <= {GROUP_SIZE}, got "
+                f"need 1 <= min_exposed <= max_exposed <= {GROUP_SIZE}, got "
                 f"{self.min_exposed}, {self.max_exposed}"
             )
         noises = (self.prerank_noise, self.coarse_noise, self.rank_noise, self.rerank_noise)
-        if min(noises) < 0 or any(a < b for a, b in itertools.pairwise(noises)):
+        if any(a < b for a, b in itertools.pairwise(noises)):
             raise ValueError(
-                "SimulatorConfig: stage noise must be >= 0 and not increase from pre-ranking to "
-                f"re-ranking, got {noises}"
+                "stage noise must not increase from pre-ranking to re-ranking, got " f"{noises}"
             )
-        if not 0.0 <= self.taste_drift <= 1.0:
-            raise ValueError(
-                f"SimulatorConfig.taste_drift must be in [0, 1], got {self.taste_drift}"
-            )
-        for name in ("author_home_category_share", "demographic_category_share"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"SimulatorConfig.{name} must be in [0, 1]")
+        return self
 
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None) -> SimulatorConfig:
-        """Builds a config from a dict, rejecting unknown keys by name."""
-        values = dict(values or {})
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"SimulatorConfig: unknown field(s) {unknown}; known: {sorted(known)}")
-        return cls(**values)
+        """Builds a config from a dict (JSON values); errors name the field."""
+        return build(cls, values, cls.__name__)
 
     @classmethod
     def from_json_file(cls, path: str | Path) -> SimulatorConfig:

@@ -1,8 +1,8 @@
-"""TFX component spec of the cascade evaluator (Evaluator's role for a two-stage cascade).
+"""TFX component spec of the cascade evaluator (Evaluator's role for an N-stage cascade).
 
-TFMA evaluates one model's per-example predictions; the cascade metric needs both stages' scores
-over the same list of candidates, so this component scores the eval split with both exported
-SavedModels and writes a ``ModelEvaluation`` plus a ``ModelBlessing`` that TFX's
+TFMA evaluates one model's per-example predictions; the cascade metric needs every stage's
+scores over the same list of candidates, so this component scores the eval split with every
+stage's exported SavedModel and writes a ``ModelEvaluation`` plus a ``ModelBlessing`` that TFX's
 ``LatestBlessedModelStrategy`` understands (``blessed`` and ``current_model_id`` properties).
 """
 
@@ -27,6 +27,8 @@ class CascadeEvaluatorSpec(types.ComponentSpec):
         "min_lift_over_chance": ExecutionParameter(type=float),
         "slice_features": ExecutionParameter(type=str),  # JSON list
         "metric_config": ExecutionParameter(type=str),  # JSON of models.config.MetricConfig
+        # JSON list of models.config.StageConfig (ModelConfig.stages); "[]": the default two.
+        "stages": ExecutionParameter(type=str, optional=True),
     }
     INPUTS = {
         "examples": ChannelParameter(type=standard_artifacts.Examples),
@@ -59,6 +61,7 @@ class CascadeEvaluator(base_component.BaseComponent):
         min_lift_over_chance: float = 0.1,
         slice_features: Sequence[str] = ("gender",),
         metric_config: dict | None = None,
+        stages: Sequence[dict] | None = None,
     ):
         spec = CascadeEvaluatorSpec(
             examples=examples,
@@ -70,7 +73,18 @@ class CascadeEvaluator(base_component.BaseComponent):
             min_lift_over_chance=float(min_lift_over_chance),
             slice_features=json.dumps(list(slice_features)),
             metric_config=json.dumps(metric_config or {}),
+            stages=json.dumps(_stage_dicts(stages)),
             evaluation=types.Channel(type=standard_artifacts.ModelEvaluation),
             blessing=types.Channel(type=standard_artifacts.ModelBlessing),
         )
         super().__init__(spec=spec)
+
+
+def _stage_dicts(stages: Sequence[dict] | None) -> list[dict]:
+    """The stages as JSON-ready dicts, validated now (a bad cascade fails at pipeline build)."""
+    from models.config import parse_stages, validate_stages
+
+    if not stages:
+        return []
+    parsed = validate_stages(parse_stages(list(stages)))
+    return [s.to_dict() for s in parsed]

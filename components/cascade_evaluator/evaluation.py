@@ -1,8 +1,10 @@
 """Offline evaluation of a trained cascade as it will be served, and the blessing rule.
 
-Both exported SavedModels score every logged candidate of each eval request through their
-``serving_tf_example`` signature (raw features in, the Transform graph inside), so the figures
-are those of the artifacts that would be pushed, not of the in-memory Keras model.
+The cascade's stages come from ``ModelConfig.stages`` (two by default: retrieval, ranking; any
+N by configuration). Every stage's exported SavedModel scores every logged candidate of each
+eval request through its ``serving_tf_example`` signature (raw features in, the Transform graph
+inside), so the figures are those of the artifacts that would be pushed, not of the in-memory
+Keras model.
 """
 
 from __future__ import annotations
@@ -16,22 +18,32 @@ from typing import Any
 import numpy as np
 
 from models import features
-from models.config import MetricConfig
+from models.config import DEFAULT_STAGES, MetricConfig, StageConfig
 
-STAGES: tuple[str, ...] = ("retrieval", "ranking")
+# The default cascade's stage names.
+STAGES: tuple[str, ...] = tuple(s.name for s in DEFAULT_STAGES)
 
 
-def stage_export_dirs(model_uri: str | Path) -> dict[str, Path]:
-    """Stage name -> SavedModel folder inside a Trainer ``Model`` artifact.
+def stage_names(stages: Sequence[StageConfig] | None = None) -> tuple[str, ...]:
+    """The cascade's stage names in order (None: the default two stages)."""
+    return tuple(s.name for s in (stages or DEFAULT_STAGES))
 
-    The Trainer exports both stages under ``Format-Serving/<stage>`` (TFX's serving_model_dir).
+
+def stage_export_dirs(
+    model_uri: str | Path, stages: Sequence[StageConfig] | None = None
+) -> dict[str, Path]:
+    """Stage name -> SavedModel folder inside a Trainer ``Model`` artifact, in cascade order.
+
+    The Trainer exports each stage under ``Format-Serving/<stage name>`` (TFX's
+    serving_model_dir).
     """
     root = Path(model_uri)
+    names = stage_names(stages)
     for base in (root / "Format-Serving", root):
-        dirs = {stage: base / stage for stage in STAGES}
+        dirs = {stage: base / stage for stage in names}
         if all((d / "saved_model.pb").exists() for d in dirs.values()):
             return dirs
-    raise FileNotFoundError(f"no retrieval/ranking SavedModels under {root}")
+    raise FileNotFoundError(f"no SavedModels of the stages {list(names)} under {root}")
 
 
 def split_files(examples_uri: str | Path, split: str) -> list[str]:
@@ -70,15 +82,20 @@ def score_requests(
     slice_features: Sequence[str] = (),
     batch_size: int = 256,
 ) -> dict[str, np.ndarray]:
-    """Scores every eval request with both stages.
+    """Scores every eval request with every stage.
 
     Returns:
-      ``retrieval`` and ``ranking`` scores [requests, list_size], ``label``, ``mask`` and one
-      [requests] array per slice feature.
+      One [requests, list_size] score array per stage (keyed by stage name), ``label``,
+      ``mask`` and one [requests] array per slice feature.
     """
     import tensorflow as tf
 
-    models = {stage: tf.saved_model.load(str(path)) for stage, path in export_dirs.items()}
+    from serving import custom_ops
+
+    models = {}
+    for stage, path in export_dirs.items():
+        custom_ops.load_for(path)  # a ScaNN index's ops, before the graph that uses them
+        models[stage] = tf.saved_model.load(str(path))
     out: dict[str, list[np.ndarray]] = {}
     for batch in _batches(files, batch_size):
         parsed = _parse(batch, slice_features)
@@ -101,23 +118,36 @@ HEADLINE = "end_to_end_recall"
 METRIC_BATCH = 1024
 
 
-def cascade_metrics(scored: dict[str, np.ndarray], config: MetricConfig) -> dict[str, float]:
+def cascade_metrics(
+    scored: dict[str, np.ndarray],
+    config: MetricConfig,
+    stages: Sequence[StageConfig] | None = None,
+) -> dict[str, float]:
     """Means over requests of the paper's cascade metrics: the Keras metrics the Trainer logs
     (``models.metrics.from_config``), so training curves and blessing figures are one
     computation with one averaging rule.
 
-    ``end_to_end_recall`` is Recall@gt@k1@k2 (retrieval keeps its top-k1 of the logged list,
-    ranking its top-k2 of those); per stage Recall@gt@k, NDCG@k and Kendall's tau. Ties count
-    in expectation (``models.metrics.functions``).
+    ``end_to_end_recall`` is Recall@gt@k1@...@kN (the first stage keeps its top-k1 of the
+    logged list, each later stage its top-k of what the previous kept); per stage Recall@gt@k,
+    NDCG@k and Kendall's tau. Ties count in expectation (``models.metrics.functions``).
+
+    Args:
+      scored: ``score_requests``' output (one score array per stage name).
+      config: gt_num and ndcg_k.
+      stages: the cascade (``ModelConfig.stages``); None: the default two stages.
     """
     from models import metrics
 
-    built = metrics.from_config(config)
+    stages = tuple(stages or DEFAULT_STAGES)
+    missing = [s.name for s in stages if s.name not in scored]
+    if missing:
+        raise ValueError(f"cascade_metrics: no scores of the stages {missing}")
+    built = metrics.from_config(config, stages)
     labels, mask = scored[features.LABEL], scored[features.MASK]
     for start in range(0, len(labels), METRIC_BATCH):
         rows = slice(start, start + METRIC_BATCH)
         metrics.update_cascade_metrics(
-            built, labels[rows], {stage: scored[stage][rows] for stage in STAGES}, mask[rows]
+            built, labels[rows], {s.name: scored[s.name][rows] for s in stages}, mask[rows]
         )
     return {
         (HEADLINE if role == "cascade_recall" else metric.name): float(metric.result().numpy())
@@ -125,16 +155,22 @@ def cascade_metrics(scored: dict[str, np.ndarray], config: MetricConfig) -> dict
     }
 
 
-def chance_metrics(scored: dict[str, np.ndarray], config: MetricConfig) -> dict[str, float]:
+def chance_metrics(
+    scored: dict[str, np.ndarray],
+    config: MetricConfig,
+    stages: Sequence[StageConfig] | None = None,
+) -> dict[str, float]:
     """The metrics of an uninformative cascade (every score equal) on the same requests.
 
-    With ties counted in expectation this is exactly chance level: end-to-end recall 0.5 for
-    lists of 40 (keep 30, then 20), more for shorter lists. The blessing asks for a lift over it.
+    With ties counted in expectation this is exactly chance level: end-to-end recall
+    k_N / n for full lists of n (0.5 for 40 keeping 30 then 20; 0.4 for 50 keeping 40, 30,
+    20), more for shorter lists. The blessing asks for a lift over it.
     """
-    constant = {k: v for k, v in scored.items() if k not in STAGES}
-    for stage in STAGES:
+    names = stage_names(stages)
+    constant = {k: v for k, v in scored.items() if k not in names}
+    for stage in names:
         constant[stage] = np.zeros_like(scored[stage])
-    return cascade_metrics(constant, config)
+    return cascade_metrics(constant, config, stages)
 
 
 def evaluate(
@@ -143,14 +179,18 @@ def evaluate(
     config: MetricConfig,
     slice_features: Sequence[str] = (),
     batch_size: int = 256,
+    stages: Sequence[StageConfig] | None = None,
 ) -> dict[str, Any]:
     """Overall and per-slice metrics of one exported cascade on the given examples."""
     scored = score_requests(export_dirs, files, slice_features, batch_size)
-    return report_scores(scored, config, slice_features)
+    return report_scores(scored, config, slice_features, stages)
 
 
 def report_scores(
-    scored: dict[str, np.ndarray], config: MetricConfig, slice_features: Sequence[str] = ()
+    scored: dict[str, np.ndarray],
+    config: MetricConfig,
+    slice_features: Sequence[str] = (),
+    stages: Sequence[StageConfig] | None = None,
 ) -> dict[str, Any]:
     """``evaluate``'s report from scored requests (``score_requests``' output).
 
@@ -161,8 +201,8 @@ def report_scores(
     """
     report: dict[str, Any] = {
         "requests": int(scored[features.MASK].shape[0]),
-        "overall": cascade_metrics(scored, config),
-        "chance": chance_metrics(scored, config),
+        "overall": cascade_metrics(scored, config, stages),
+        "chance": chance_metrics(scored, config, stages),
         "slices": {},
     }
     for name in slice_features:
@@ -171,8 +211,8 @@ def report_scores(
             subset = {k: v[rows] for k, v in scored.items()}
             report["slices"][f"{name}={int(value)}"] = {
                 "requests": int(rows.sum()),
-                **cascade_metrics(subset, config),
-                f"chance_{HEADLINE}": chance_metrics(subset, config)[HEADLINE],
+                **cascade_metrics(subset, config, stages),
+                f"chance_{HEADLINE}": chance_metrics(subset, config, stages)[HEADLINE],
             }
     return report
 

@@ -12,7 +12,7 @@ from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 
 from components.cascade_evaluator import evaluation
-from models.config import MetricConfig
+from models.config import MetricConfig, parse_stages
 
 HEADLINE = evaluation.HEADLINE
 
@@ -31,14 +31,22 @@ class Executor(base_executor.BaseExecutor):
         blessing_out = artifact_utils.get_single_instance(output_dict["blessing"])
 
         config = MetricConfig.from_dict(json.loads(exec_properties["metric_config"]))
+        # The cascade (``ModelConfig.stages``, the Trainer's); absent: the default two stages.
+        stages = parse_stages(json.loads(exec_properties.get("stages") or "[]")) or None
         slices = json.loads(exec_properties["slice_features"])
         files = evaluation.split_files(examples.uri, exec_properties["eval_split"])
 
-        report = evaluation.evaluate(evaluation.stage_export_dirs(model.uri), files, config, slices)
+        report = evaluation.evaluate(
+            evaluation.stage_export_dirs(model.uri, stages), files, config, slices, stages=stages
+        )
         baseline_report = None
         if baselines and baselines[0].id != model.id:
             baseline_report = evaluation.evaluate(
-                evaluation.stage_export_dirs(baselines[0].uri), files, config, slices
+                evaluation.stage_export_dirs(baselines[0].uri, stages),
+                files,
+                config,
+                slices,
+                stages=stages,
             )
         decision = evaluation.decide_blessing(
             report["overall"][HEADLINE],
@@ -55,6 +63,7 @@ class Executor(base_executor.BaseExecutor):
             "reason": decision.reason,
             "headline_metric": HEADLINE,
             "config": config.to_dict(),
+            "stages": [s.to_dict() for s in (stages or evaluation.DEFAULT_STAGES)],
         }
         evaluation.write_json(Path(evaluation_out.uri) / "metrics.json", payload)
         logging.info("cascade evaluation: %s", json.dumps(report["overall"]))

@@ -42,6 +42,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--list-size", type=int, default=40, help="candidates per example")
     parser.add_argument("--group-size", type=int, help="candidates per stage group")
     parser.add_argument(
+        "--groups",
+        help="stage groups, best first, comma-separated; the first is the ground truth"
+        " (default rank_pos,rank_neg,coarse_neg,prerank_neg; the three-stage setting:"
+        " rerank_pos,rerank_neg,rank_neg,coarse_neg,prerank_neg)",
+    )
+    parser.add_argument(
         "--label-mode", default="ground_truth", choices=("ground_truth", "feedback")
     )
     parser.add_argument(
@@ -119,7 +125,10 @@ def run(args: argparse.Namespace) -> int:
         config = beam_pipeline.IngestConfig(
             input_format=args.format,
             list=listwise.ListConfig(
-                list_size=args.list_size, group_size=args.group_size, label_mode=args.label_mode
+                list_size=args.list_size,
+                group_size=args.group_size,
+                label_mode=args.label_mode,
+                **({"groups": tuple(args.groups.split(","))} if args.groups else {}),
             ),
             validation=presets.validation_config(args.preset, overrides),
             max_dead_letter_share=args.max_dead_letter_share,

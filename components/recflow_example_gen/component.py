@@ -8,6 +8,7 @@ dead-letter output for malformed rows and the ingestion counts as an artifact. S
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from tfx import types
@@ -50,6 +51,8 @@ class RecFlowExampleGenSpec(types.ComponentSpec):
         "list_size": ExecutionParameter(type=int),
         "group_size": ExecutionParameter(type=int, optional=True),
         "label_mode": ExecutionParameter(type=str),
+        # JSON list of stage groups, best first (ListConfig.groups); absent: the default four.
+        "groups": ExecutionParameter(type=str, optional=True),
         "validation_config": ExecutionParameter(type=str, optional=True),  # JSON
         "max_dead_letter_share": ExecutionParameter(type=float, optional=True),
     }
@@ -81,6 +84,7 @@ class RecFlowExampleGen(base_component.BaseComponent):
         list_size: int = features.LIST_SIZE,
         group_size: int | None = None,
         label_mode: str = "ground_truth",
+        groups: Sequence[str] | None = None,
         validation: dict[str, Any] | None = None,
         preset: str = "default",
         max_dead_letter_share: float = DEFAULT_MAX_DEAD_LETTER_SHARE,
@@ -89,8 +93,11 @@ class RecFlowExampleGen(base_component.BaseComponent):
         input_base: folder holding the daily logs (local or a Beam filesystem URL).
         input_config: splits and their comma-separated globs (see ``splits.day_splits``).
         input_format: "parquet", "csv" or "feather".
-        list_size: candidates per example; group_size: per stage group (default list_size/4).
+        list_size: candidates per example; group_size: per stage group (default
+          list_size / len(groups)).
         label_mode: "ground_truth" (the paper's graded label) or "feedback".
+        groups: the stage groups, best first, the first the ground truth
+          (``listwise.ListConfig.groups``); None: rank_pos, rank_neg, coarse_neg, prerank_neg.
         validation: ``rows.ValidationConfig`` fields (time units, timestamp bounds), over
           the preset's.
         preset: named input conventions (``presets.PRESETS``: "default", "recflow").
@@ -99,7 +106,12 @@ class RecFlowExampleGen(base_component.BaseComponent):
         """
         if input_format not in FORMATS:
             raise ValueError(f"input_format {input_format!r} not in {FORMATS}")
-        ListConfig(list_size=list_size, group_size=group_size, label_mode=label_mode)
+        list_config = ListConfig(
+            list_size=list_size,
+            group_size=group_size,
+            label_mode=label_mode,
+            **({} if groups is None else {"groups": tuple(groups)}),
+        )
         validation = presets.validation_fields(preset, validation)
         if not 0.0 <= max_dead_letter_share <= 1.0:
             raise ValueError(f"max_dead_letter_share {max_dead_letter_share} not in [0, 1]")
@@ -110,6 +122,7 @@ class RecFlowExampleGen(base_component.BaseComponent):
             list_size=list_size,
             group_size=group_size,
             label_mode=label_mode,
+            groups=None if groups is None else json.dumps(list(list_config.groups)),
             validation_config=json.dumps(validation, sort_keys=True),
             max_dead_letter_share=float(max_dead_letter_share),
             examples=types.Channel(type=standard_artifacts.Examples),

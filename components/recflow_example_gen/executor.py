@@ -38,12 +38,18 @@ def config_from_exec_properties(exec_properties: dict[str, Any]) -> beam_pipelin
             list_size=int(exec_properties["list_size"]),
             group_size=int(exec_properties.get("group_size") or 0) or None,
             label_mode=exec_properties["label_mode"],
+            **_groups(exec_properties.get("groups")),
         ),
         validation=rows.ValidationConfig(**validation),
         max_dead_letter_share=(
             beam_pipeline.DEFAULT_MAX_DEAD_LETTER_SHARE if share is None else float(share)
         ),
     )
+
+
+def _groups(value: str | None) -> dict[str, Any]:
+    """``ListConfig`` keyword for the ``groups`` exec property (absent: the default groups)."""
+    return {"groups": tuple(json.loads(value))} if value else {}
 
 
 class Executor(base_beam_executor.BaseBeamExecutor):

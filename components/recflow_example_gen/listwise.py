@@ -1,13 +1,16 @@
 """One list-wise ``tf.Example`` per request, from the request's valid log rows.
 
-The list (length ``list_size``, default 40) holds up to ``group_size`` candidates of each stage
-group (rank_pos, rank_neg, coarse_neg, prerank_neg; within a group the first by ``rank_index``
-when it has one, then ``video_id``, then the row's position in the logs). The real candidates
-come first (``mask`` 1) in a deterministic per-request shuffle, padding fills the tail (``mask``
-0): list position carries no information about the label, so neither a model nor a metric that
-breaks ties by position can profit from it. The shuffle orders a request's candidates by a
-keyed hash of (request_id, video_id) (``candidate_order``): the same in every process, run and
-Python hash seed, and independent of the order of the rows in the logs.
+The list (length ``list_size``, default 40) holds up to ``group_size`` candidates of each
+configured stage group (``ListConfig.groups``, best first; default rank_pos, rank_neg,
+coarse_neg, prerank_neg, the paper's two-stage setting; its three-stage setting splits rank_pos
+into rerank_pos and rerank_neg: 50 candidates in five groups). Within a group the first by its
+position (``rerank_index`` for the re-ranking groups, ``rank_index`` otherwise) when it has one,
+then ``video_id``, then the row's position in the logs. The first group is the ground truth. The
+real candidates come first (``mask`` 1) in a deterministic per-request shuffle, padding fills
+the tail (``mask`` 0): list position carries no information about the label, so neither a model
+nor a metric that breaks ties by position can profit from it. The shuffle orders a request's
+candidates by a keyed hash of (request_id, video_id) (``candidate_order``): the same in every
+process, run and Python hash seed, and independent of the order of the rows in the logs.
 
 Rows are dropped here only with a reason that is counted:
 
@@ -15,8 +18,9 @@ Rows are dropped here only with a reason that is counted:
   whose context (user, device, time, behaviour sequence...) disagrees with the request's
   majority (``context_mismatch``);
 - valid rows left out by design (``rows_not_in_examples``): beyond ``group_size`` in their
-  group (``beyond_group_size:<group>``), or in a request without ground truth (no ``rank_pos``
-  row: ``request_without_ground_truth``).
+  group (``beyond_group_size:<group>``), in no configured group (``not_in_groups``: e.g. a
+  rank_pos row with neither re-ranking flag when the groups split rank_pos), or in a request
+  without ground truth (no row of the first group: ``request_without_ground_truth``).
 
 Every feature has a fixed length, so downstream parses with ``FixedLenFeature`` and zeros are
 always written explicitly (unlike the stock Parquet executor, tensorflow/tfx#6407).
@@ -43,10 +47,29 @@ from components.recflow_example_gen.rows import (
 from models import features
 
 LABEL_MODES = ("ground_truth", "feedback")
-# Best group first (the reverse of the stage codes' order).
+# Best group first (the reverse of the stage codes' order): the default groups.
 GROUPS_BEST_FIRST: tuple[str, ...] = tuple(
     sorted(features.STAGE_CODES, key=features.STAGE_CODES.get, reverse=True)
 )
+# The paper's three-stage groups (RecFlow, kwai/LCRON's dataset3): rank_pos split by the
+# re-ranking stage's flags.
+THREE_STAGE_GROUPS: tuple[str, ...] = (
+    "rerank_pos",
+    "rerank_neg",
+    "rank_neg",
+    "coarse_neg",
+    "prerank_neg",
+)
+# Every group a list may be made of: the log flag that marks its rows.
+KNOWN_GROUPS: tuple[str, ...] = ("rerank_pos", "rerank_neg", *GROUPS_BEST_FIRST)
+# The re-ranking groups are subsets of rank_pos (rows.py checks the flags).
+RERANK_GROUPS: tuple[str, ...] = ("rerank_pos", "rerank_neg")
+# The position a group's rows are ordered by (and the ground truth graded by).
+POSITION_COLUMN: dict[str, str] = {
+    "rerank_pos": "rerank_index",
+    "rerank_neg": "rerank_index",
+    **{g: "rank_index" for g in GROUPS_BEST_FIRST},
+}
 # Context columns that every row of a request must agree on (request_id is the key).
 CONTEXT_CHECKED: tuple[str, ...] = tuple(c for c in features.CONTEXT_FEATURES if c != "request_id")
 # Padding of candidate features: ids PAD_ID; times and durations 0 (so log1p stays finite).
@@ -62,29 +85,49 @@ class ListConfig:
 
     Attributes:
       list_size: candidates per example (fixed length of every candidate feature).
-      group_size: candidates kept per stage group; default ``list_size // 4``.
+      group_size: candidates kept per stage group; default ``list_size // len(groups)``.
       label_mode: "ground_truth" (the paper's graded label, see ``models.features``) or
         "feedback" (``label`` = ``effective_view`` of exposed candidates, 0 otherwise).
+      groups: the stage groups, best first, by their log flag (``KNOWN_GROUPS``); the first is
+        the ground truth. Default: rank_pos, rank_neg, coarse_neg, prerank_neg (two stages);
+        ``THREE_STAGE_GROUPS`` for the paper's three-stage setting. rank_pos and the
+        re-ranking groups (its subsets) exclude each other.
     """
 
     list_size: int = features.LIST_SIZE
     group_size: int | None = None
     label_mode: str = "ground_truth"
+    groups: tuple[str, ...] = GROUPS_BEST_FIRST
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "groups", tuple(self.groups))
         if self.label_mode not in LABEL_MODES:
             raise ValueError(f"label_mode {self.label_mode!r} not in {LABEL_MODES}")
+        unknown = [g for g in self.groups if g not in KNOWN_GROUPS]
+        if unknown or not self.groups:
+            raise ValueError(f"groups: unknown group(s) {unknown}; known: {list(KNOWN_GROUPS)}")
+        if len(set(self.groups)) != len(self.groups):
+            raise ValueError(f"groups: a group is named twice in {list(self.groups)}")
+        if "rank_pos" in self.groups and set(RERANK_GROUPS) & set(self.groups):
+            raise ValueError(
+                f"groups: {list(self.groups)} name rank_pos and a re-ranking group, which is a"
+                " subset of rank_pos; use either rank_pos or rerank_pos / rerank_neg"
+            )
         if self.list_size < 1 or self.resolved_group_size < 1:
             raise ValueError(f"list_size {self.list_size} / group_size must be positive")
-        if self.resolved_group_size * len(GROUPS_BEST_FIRST) > self.list_size:
+        if self.resolved_group_size * len(self.groups) > self.list_size:
             raise ValueError(
-                f"group_size {self.resolved_group_size} x {len(GROUPS_BEST_FIRST)} groups "
+                f"group_size {self.resolved_group_size} x {len(self.groups)} groups "
                 f"exceeds list_size {self.list_size}"
             )
 
     @property
     def resolved_group_size(self) -> int:
-        return self.group_size or self.list_size // len(GROUPS_BEST_FIRST)
+        return self.group_size or self.list_size // len(self.groups)
+
+    def stage_code(self, group: str) -> int:
+        """The ``stage`` feature's code of a group: len(groups) - 1 for the best, 0 the worst."""
+        return len(self.groups) - 1 - self.groups.index(group)
 
 
 SHUFFLE_KEY = b"lcron-list-order-v1"
@@ -102,13 +145,20 @@ def candidate_order(request_id: int, video_ids: Iterable[int]) -> list[int]:
     return sorted(range(len(videos)), key=lambda i: (key(videos[i]), i))
 
 
-def graded_label(stage: str, rank_index: int, group_size: int) -> float:
-    """The paper's graded label: rank_pos 3 + (group_size - rank_index) / group_size, else the
-    stage code (rank_neg 2, coarse_neg 1, prerank_neg 0). A rank_index past the group counts 0.
+def graded_label(
+    stage: str, rank_index: int, group_size: int, groups: tuple[str, ...] = GROUPS_BEST_FIRST
+) -> float:
+    """The paper's graded label: the group's code (``ListConfig.stage_code``: prerank_neg 0,
+    coarse_neg 1, ..., the best group len(groups) - 1), plus (group_size - position) /
+    group_size for the ground-truth group (the first), whose items are ordered by their
+    position (``rank_index``, or ``rerank_index`` for rerank_pos). With the default groups:
+    rank_pos 3 + (10 - rank_index) / 10, rank_neg 2, coarse_neg 1, prerank_neg 0. A position
+    past the group, or none (-1), counts 0.
     """
-    if stage == "rank_pos":
-        return 3.0 + max(group_size - rank_index, 0) / group_size
-    return float(features.STAGE_CODES[stage])
+    code = float(len(groups) - 1 - groups.index(stage))
+    if stage == groups[0] and rank_index >= 0:  # no position: no bonus (never above 1)
+        return code + max(group_size - rank_index, 0) / group_size
+    return code
 
 
 @dataclasses.dataclass
@@ -213,22 +263,28 @@ def build_request(
         counts["rows_not_in_examples"] += len(index)
         counts[f"not_in_examples:{reason}"] += len(index)
 
-    if not (alive & (cols["rank_pos"] == 1)).any():
+    if not (alive & (cols[config.groups[0]] == 1)).any():
         not_in_examples(np.flatnonzero(alive), "request_without_ground_truth")
         counts["requests_without_ground_truth"] += 1
         return RequestResult(None, letters, counts)
 
     group_size = config.resolved_group_size
     chosen: list[tuple[int, str]] = []
-    for group in GROUPS_BEST_FIRST:
-        members = np.flatnonzero(alive & (cols[group] == 1))  # one group per row (validated)
-        rank = np.where(
-            cols["rank_index"][members] < 0, np.iinfo(np.int64).max, cols["rank_index"][members]
-        )
+    grouped = np.zeros(n, dtype=bool)
+    for group in config.groups:
+        # One group per row: rows.py validates the four base flags (exactly one) and the
+        # re-ranking flags (only on rank_pos rows, never both); ListConfig never names
+        # rank_pos with a re-ranking group.
+        in_group = alive & (cols[group] == 1)
+        grouped |= in_group
+        members = np.flatnonzero(in_group)
+        position = cols[POSITION_COLUMN[group]][members]
+        rank = np.where(position < 0, np.iinfo(np.int64).max, position)
         # lexsort: last key first; ties broken by video_id, then log position.
         members = members[np.lexsort((members, cols["video_id"][members], rank))]
         chosen.extend((int(i), group) for i in members[:group_size])
         not_in_examples(members[group_size:], f"beyond_group_size:{group}")
+    not_in_examples(np.flatnonzero(alive & ~grouped), "not_in_groups")
     videos = cols["video_id"][np.array([i for i, _ in chosen], dtype=np.int64)].tolist()
     chosen = [chosen[i] for i in candidate_order(request_id, videos)]
     counts["rows_in_examples"] += len(chosen)
@@ -254,7 +310,9 @@ def _example(cols, sequences, chosen, context_row: int, config: ListConfig):
     feedback = np.where(exposed, cols["effective_view"][index], 0).astype(float)
     if config.label_mode == "ground_truth":
         label = [
-            graded_label(g, int(cols["rank_index"][i]), config.resolved_group_size)
+            graded_label(
+                g, int(cols[POSITION_COLUMN[g]][i]), config.resolved_group_size, config.groups
+            )
             for i, g in chosen
         ]
     else:
@@ -267,7 +325,7 @@ def _example(cols, sequences, chosen, context_row: int, config: ListConfig):
     for name in features.ITEM_FEATURES:
         feature[name] = ints([*cols[name][index].tolist(), *[ITEM_PAD_VALUES[name]] * size_pad])
     feature[features.STAGE] = ints(
-        [*[features.STAGE_CODES[g] for g in stage_names], *[features.PAD_ID] * size_pad]
+        [*[config.stage_code(g) for g in stage_names], *[features.PAD_ID] * size_pad]
     )
     feature[features.RANK_INDEX] = ints(
         [*cols["rank_index"][index].tolist(), *[features.PAD_ID] * size_pad]

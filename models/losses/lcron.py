@@ -141,12 +141,51 @@ def _prepare(labels: tf.Tensor, mask: tf.Tensor, dtype: tf.DType) -> tuple[tf.Te
     return tf.cast(labels, dtype), mask_f
 
 
+PER_ITEM = "per_item"
+PER_TIED_RANK = "per_tied_rank"
+#: How L_single weighs each item's keep / drop cross-entropy (``LossConfig.lcron_single_weights``):
+#:   per_item       y_i and 1 - y_i (the two-stage code, two_stage/lcron.py, whose label matrix
+#:                  is the soft sort of the labels: a tied group's rows share one unit);
+#:   per_tied_rank  the number of ground-truth ranks (< gt_num) and of other ranks (>= gt_num)
+#:                  that item i's group of tied labels spans (the three-stage code,
+#:                  three_stage/lcron.py, thresholds its label matrix before use: every member
+#:                  of a tied group of m labels gets a 1 in each of the group's m rows, so a
+#:                  negative of a full group of 10 weighs 10). Equal when no label ties.
+SINGLE_WEIGHTS = (PER_ITEM, PER_TIED_RANK)
+
+
+def tied_rank_weights(
+    labels: tf.Tensor, mask: tf.Tensor, gt_num: int
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """(up, down), [batch, list_size]: the ranks < gt_num and >= gt_num that each valid item's
+    group of tied labels spans (the three-stage code's thresholded label matrix, column sums of
+    its first gt_num rows and of the rest). Padding gets 0.
+
+    An item with a_i valid items labelled above it and t_i valid items tied with it (itself
+    included) occupies ranks [a_i, a_i + t_i): up_i = |[a_i, a_i + t_i) ∩ [0, gt_num)|,
+    down_i = |[a_i, a_i + t_i) ∩ [gt_num, n)|.
+    """
+    valid = tf.cast(mask, tf.float32)
+    me, other = labels[:, :, tf.newaxis], labels[:, tf.newaxis, :]
+    w = valid[:, tf.newaxis, :]
+    above = tf.reduce_sum(tf.where(other > me, w, 0.0), axis=-1)
+    end = above + tf.reduce_sum(tf.where(other == me, w, 0.0), axis=-1)
+    gt = float(gt_num)
+    up = tf.maximum(tf.minimum(end, gt) - above, 0.0) * valid
+    down = tf.maximum(end - tf.maximum(above, gt), 0.0) * valid
+    return up, down
+
+
 def _single_stage_from_probabilities(
-    keep: tf.Tensor, drop: tf.Tensor, ground_truth: tf.Tensor, mask: tf.Tensor, k: int
+    keep: tf.Tensor,
+    drop: tf.Tensor,
+    ground_truth: tf.Tensor,
+    mask: tf.Tensor,
+    k: int,
+    weights: tuple[tf.Tensor, tf.Tensor] | None = None,
 ) -> tf.Tensor:
-    per_item = -tf.math.log(keep + EPS) * ground_truth - tf.math.log(drop + EPS) * (
-        1.0 - ground_truth
-    )
+    up, down = (ground_truth, 1.0 - ground_truth) if weights is None else weights
+    per_item = -tf.math.log(keep + EPS) * up - tf.math.log(drop + EPS) * down
     per_request = tf.reduce_mean(per_item * mask, axis=-1)
     enough = tf.cast(tf.reduce_sum(mask, axis=-1) > float(k), per_request.dtype)
     return tf.reduce_mean(per_request * enough)
@@ -236,6 +275,7 @@ def lcron_cascade_terms(
     tau: float = 50.0,
     impl: str = DENSE,
     block_rows: int = lcron_blocked.DEFAULT_BLOCK_ROWS,
+    single_weights: str = PER_ITEM,
 ) -> dict[str, tf.Tensor]:
     """LCRON's terms for a cascade of any number of stages.
 
@@ -251,6 +291,8 @@ def lcron_cascade_terms(
         static list size). The "_xla" variants compute the same function here; ``LcronLoss``
         compiles it.
       block_rows: rows per block of the blocked path.
+      single_weights: L_single's item weights, "per_item" (the two-stage code) or
+        "per_tied_rank" (the three-stage code; ``SINGLE_WEIGHTS``).
 
     Returns:
       {"l_e2e": scalar, "l_single_<stage name>": scalar per stage}; names from
@@ -263,7 +305,12 @@ def lcron_cascade_terms(
     stage_logits = [tf.cast(s, tf.float32) for s in stage_logits]
     labels, mask_f = _prepare(labels, mask, tf.float32)
     impl = resolve_impl(impl, stage_logits[0].shape[-1])
+    if single_weights not in SINGLE_WEIGHTS:
+        raise ValueError(f"single_weights must be one of {SINGLE_WEIGHTS}, got {single_weights!r}")
     y = targets.ground_truth_indicator(labels, mask_f, gt_num)
+    weights = None
+    if single_weights == PER_TIED_RANK:
+        weights = tied_rank_weights(labels, mask_f, gt_num)
     # One call per stage: the two stages' ops are independent, so they run side by side.
     keep_drop = [
         keep_and_drop_from_scores(
@@ -274,7 +321,9 @@ def lcron_cascade_terms(
     terms = {"l_e2e": _end_to_end_from_probabilities(keep_drop, y, mask_f)}
     names = targets.stage_names(len(keep_drop))
     for name, (keep, drop), k in zip(names, keep_drop, ks, strict=True):
-        terms[f"l_single_{name}"] = _single_stage_from_probabilities(keep, drop, y, mask_f, k)
+        terms[f"l_single_{name}"] = _single_stage_from_probabilities(
+            keep, drop, y, mask_f, k, weights
+        )
     return terms
 
 
@@ -353,6 +402,9 @@ class LcronLoss(CascadeLoss):
         "dense_xla", "blocked_xla" (compiled with XLA) or "auto" (``resolve_impl`` at the
         list size of the first call). Same values and gradients.
       block_rows: rows per block of the blocked path.
+      single_weights: L_single's item weights (``SINGLE_WEIGHTS``): "per_item" (the authors'
+        two-stage code) or "per_tied_rank" (their three-stage code); ``models.losses.get``
+        picks the authors' code of the cascade's depth by default.
 
     Returned terms: "loss", "l_e2e", "l_single_<stage>", and "uwl_w_<stage>" under "uwl".
     """
@@ -372,9 +424,15 @@ class LcronLoss(CascadeLoss):
         fixed_weights: Sequence[float] = (1.0, 1.0),
         impl: str = AUTO,
         block_rows: int = lcron_blocked.DEFAULT_BLOCK_ROWS,
+        single_weights: str = PER_ITEM,
         **kwargs: Any,
     ) -> None:
         super().__init__(num_stages=num_stages, gt_num=gt_num, **kwargs)
+        if single_weights not in SINGLE_WEIGHTS:
+            raise ValueError(
+                f"LcronLoss: single_weights must be one of {SINGLE_WEIGHTS}, got {single_weights!r}"
+            )
+        self.single_weights = single_weights
         if sort_op not in sorting.SORT_OPS:
             raise ValueError(
                 f"LcronLoss: sort_op must be one of {sorting.SORT_OPS}, got {sort_op!r}"
@@ -430,6 +488,7 @@ class LcronLoss(CascadeLoss):
             tau=self.tau,
             impl=impl,
             block_rows=self.block_rows,
+            single_weights=self.single_weights,
         )
         total = terms["l_e2e"] if self.use_e2e else tf.constant(0.0)
         if self.use_single:
@@ -456,5 +515,6 @@ class LcronLoss(CascadeLoss):
             fixed_weights=self.fixed_weights,
             impl=self.impl,
             block_rows=self.block_rows,
+            single_weights=self.single_weights,
         )
         return config

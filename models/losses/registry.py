@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from models.config import LossConfig
+from collections.abc import Sequence
+
+from models.config import DEFAULT_STAGES, LossConfig, stage_keeps
 from models.losses import baselines, lcron
 from models.losses.base import CascadeLoss
 
@@ -21,20 +23,37 @@ LOSSES: dict[str, type[CascadeLoss]] = {
 }
 
 
-def get(config: LossConfig | None = None, num_stages: int = 2) -> CascadeLoss:
+def get(
+    config: LossConfig | None = None,
+    num_stages: int | None = None,
+    stage_keep: Sequence[int] | None = None,
+) -> CascadeLoss:
     """Builds the loss layer named by ``config.method`` with the config's knobs.
 
     Args:
       config: the loss configuration; None means the defaults (LCRON, the authors' settings).
-      num_stages: stages in the cascade, first (retrieval) first.
+      num_stages: stages in the cascade, first (retrieval) first; None: ``len(stage_keep)``.
+      stage_keep: how many items each stage keeps, first stage first (``ModelConfig.stages``'
+        keeps: the baselines' cut-offs); None: the default cascade's (30, 20), or
+        ``num_stages`` stages where only LCRON (which needs no cut-off) is asked for.
 
     Returns:
       A :class:`CascadeLoss` layer; call it as ``layer(stage_logits, labels, mask)``.
 
     Raises:
-      ValueError: for an unknown method name or an inconsistent config.
+      ValueError: for an unknown method name, a method without a form for ``num_stages``
+        stages, or an inconsistent config.
     """
+    if stage_keep is None and num_stages in (None, len(DEFAULT_STAGES)):
+        stage_keep = stage_keeps(DEFAULT_STAGES)
+    if num_stages is None:
+        num_stages = len(stage_keep)  # type: ignore[arg-type]
+    if stage_keep is not None and len(stage_keep) != num_stages:
+        raise ValueError(
+            f"losses.get: {num_stages} stages but {len(stage_keep)} cut-offs {tuple(stage_keep)}"
+        )
     config = config or LossConfig()
+    config.check_stages(num_stages)
     common = {"num_stages": num_stages, "gt_num": config.gt_num}
     method = config.method
     if method == lcron.LcronLoss.method:
@@ -49,6 +68,7 @@ def get(config: LossConfig | None = None, num_stages: int = 2) -> CascadeLoss:
             fixed_weights=config.fixed_weights,
             impl=config.lcron_impl,
             block_rows=config.lcron_block_rows,
+            single_weights=_single_weights(config.lcron_single_weights, num_stages),
         )
     if method not in LOSSES:
         raise ValueError(f"LossConfig.method: unknown loss {method!r}; known: {sorted(LOSSES)}")
@@ -56,7 +76,7 @@ def get(config: LossConfig | None = None, num_stages: int = 2) -> CascadeLoss:
         **common,
         "group_size": config.group_size,
         "variant": config.baseline_variant,
-        "stage_keep": config.stage_keep,
+        "stage_keep": tuple(stage_keep or ()),
     }
     if method in (baselines.ArfLoss.method, baselines.ArfV2Loss.method):
         return LOSSES[method](**baseline, tau=config.arf_tau)
@@ -67,3 +87,10 @@ def get(config: LossConfig | None = None, num_stages: int = 2) -> CascadeLoss:
             **baseline, topn=config.lambda_topn, smooth_fraction=config.lambda_smooth_fraction
         )
     return LOSSES[method](**baseline)
+
+
+def _single_weights(setting: str, num_stages: int) -> str:
+    """LCRON's L_single weights: the setting, or for "auto" the authors' code of this depth."""
+    if setting != "auto":
+        return setting
+    return lcron.PER_ITEM if num_stages <= 2 else lcron.PER_TIED_RANK

@@ -134,14 +134,21 @@ def update_cascade_metrics(
 
     Args:
       built: role -> metric, as ``from_config`` returns (roles ``cascade_recall`` and
-        ``<stage>_<metric>``).
+        ``<stage>_recall`` / ``<stage>_ndcg`` / ``<stage>_kendall_tau``).
       labels / mask: [batch, list_size].
-      stage_scores: {"retrieval": [batch, list_size], "ranking": [batch, list_size]}, the
-        first stage first.
+      stage_scores: {stage name: [batch, list_size]} in cascade order, first stage first
+        (the order the end-to-end recall applies the cut-offs in).
     """
+    from models import metrics
+
     ordered = list(stage_scores.values())
     for role, metric in built.items():
-        if role == "cascade_recall":
+        if role == metrics.CASCADE_ROLE:
+            if len(ordered) != len(metric.ks):
+                raise ValueError(
+                    f"update_cascade_metrics: {len(ordered)} stages' scores for cut-offs "
+                    f"{metric.ks}"
+                )
             metric.update_state(labels, ordered, mask)
         else:
-            metric.update_state(labels, stage_scores[role.split("_", 1)[0]], mask)
+            metric.update_state(labels, stage_scores[metrics.role_stage(role)], mask)

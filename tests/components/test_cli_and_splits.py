@@ -104,3 +104,33 @@ def test_lcron_ingest_rejects_a_bad_split_argument(log_dir: Path, tmp_path: Path
     args = parser.parse_args(["--data", str(log_dir), "--out", str(tmp_path), "--split", "oops"])
     assert cli.run(args) == 2
     assert "NAME=GLOBS" in capsys.readouterr().err
+
+
+def test_a_list_shape_gets_its_own_schema(tmp_path) -> None:
+    """The three-stage list (50 candidates, five groups) gets a generated schema; the default
+    shape keeps data/schema.pbtxt."""
+    assert schema.schema_file(40, 4, tmp_path) == str(schema.DEFAULT_SCHEMA)
+    path = schema.schema_file(50, 5, tmp_path)
+    assert path.startswith(str(tmp_path)) and "size: 50" in Path(path).read_text()
+    assert "max: 4" in Path(path).read_text()  # stage codes 0..4
+    assert schema.schema_file(50, 5, tmp_path) == path  # same content, same file
+
+
+@pytest.mark.slow  # imports TFX
+def test_the_groups_reach_the_executor() -> None:
+    """The ExampleGen's ``groups`` execution property becomes the executor's ListConfig."""
+    from components.recflow_example_gen import executor, listwise
+
+    properties = {
+        "input_format": "parquet",
+        "list_size": 50,
+        "label_mode": "ground_truth",
+        "groups": json.dumps(list(listwise.THREE_STAGE_GROUPS)),
+    }
+    config = executor.config_from_exec_properties(properties)
+    assert config.list.groups == listwise.THREE_STAGE_GROUPS
+    assert config.list.resolved_group_size == 10
+    del properties["groups"]  # absent: the default groups
+    assert executor.config_from_exec_properties(properties).list.groups == (
+        listwise.GROUPS_BEST_FIRST
+    )

@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 from components.recflow_example_gen import listwise, rows
+from components.recflow_example_gen.schema import build_schema
 from models import features
 
 GROUP = listwise.ListConfig().resolved_group_size
@@ -182,3 +183,90 @@ def test_request_without_ground_truth_writes_no_example(logs) -> None:
     assert result.counts["requests_without_ground_truth"] == 1
     assert result.counts["not_in_examples:request_without_ground_truth"] == 3
     assert result.counts["rows_not_in_examples"] == 3
+
+
+# --- N stages: the three-stage groups (rank_pos split by the re-ranking flags) ---------------
+
+
+def _three_stage_log(logs):
+    """One request: rank_pos rows 0-2 rerank_pos (exposed), 3-8 rerank_neg, 9-11 neither."""
+    frame = logs.make_log(1)
+    rank_pos = frame["rank_pos"] == 1
+    j = frame["video_id"] % 100
+    frame.loc[rank_pos & (j >= 3) & (j < 9), "rerank_neg"] = 1
+    frame.loc[rank_pos & (j < 9), "rerank_index"] = j[rank_pos & (j < 9)]
+    return frame
+
+
+def test_three_stage_groups_labels_codes_and_counts(logs) -> None:
+    frame = _three_stage_log(logs)
+    config = listwise.ListConfig(list_size=50, groups=listwise.THREE_STAGE_GROUPS)
+    assert config.resolved_group_size == 10
+    result = listwise.build_request(0, _chunks(frame), config)
+    ex = _parse(result.example, 50)
+    real = 3 + 6 + 3 + 2 + 1
+    np.testing.assert_array_equal(ex["mask"], [1] * real + [0] * (50 - real))
+    by_video = {int(v): i for i, v in enumerate(ex["video_id"][:real])}
+    vid = logs.video_id
+    for j in range(3):  # the ground truth: rerank_pos, graded by rerank_index
+        i = by_video[vid(0, "rank_pos", j)]
+        assert ex["stage"][i] == 4 and ex["label"][i] == pytest.approx(4 + (10 - j) / 10)
+    for j in range(3, 9):
+        i = by_video[vid(0, "rank_pos", j)]
+        assert ex["stage"][i] == 3 and ex["label"][i] == 3.0
+    for group, count, code in (("rank_neg", 3, 2), ("coarse_neg", 2, 1), ("prerank_neg", 1, 0)):
+        for j in range(count):
+            i = by_video[vid(0, group, j)]
+            assert ex["stage"][i] == code and ex["label"][i] == code
+    assert all(vid(0, "rank_pos", j) not in by_video for j in range(9, 12))
+    # Counts add up: every valid row is in the example or left out with a reason.
+    assert result.counts["rows_in_examples"] == real
+    assert result.counts["not_in_examples:not_in_groups"] == 3
+    assert result.counts["rows_not_in_examples"] == 3
+    assert real + 3 == len(frame)
+    # Inside the three-stage schema's domains.
+    schema = build_schema(50, 5)
+    domains = {f.name: f for f in schema.feature}
+    assert domains["stage"].int_domain.max == 4 and domains["label"].float_domain.max == 5.0
+    assert ex["stage"].max() <= 4 and ex["label"].max() <= 5.0
+    assert domains["mask"].shape.dim[0].size == 50
+
+
+def test_three_stage_request_without_rerank_pos_writes_no_example(logs) -> None:
+    frame = _three_stage_log(logs)
+    frame["rerank_pos"] = 0
+    frame["realshow"] = 0
+    config = listwise.ListConfig(list_size=50, groups=listwise.THREE_STAGE_GROUPS)
+    result = listwise.build_request(0, _chunks(frame), config)
+    assert result.example is None
+    assert result.counts["requests_without_ground_truth"] == 1
+    assert result.counts["rows_not_in_examples"] == len(frame)
+
+
+def test_default_groups_are_unchanged_by_the_re_ranking_flags(logs) -> None:
+    frame = _three_stage_log(logs)
+    plain = listwise.build_request(0, _chunks(logs.make_log(1)), listwise.ListConfig())
+    flagged = listwise.build_request(0, _chunks(frame), listwise.ListConfig())
+    a, b = _parse(plain.example), _parse(flagged.example)
+    for name in ("video_id", "label", "stage", "mask"):
+        np.testing.assert_array_equal(a[name], b[name])
+
+
+@pytest.mark.parametrize(
+    ("groups", "message"),
+    [
+        (("rank_pos", "rerank_pos", "rank_neg"), "subset of rank_pos"),
+        (("rerank_pos", "clicked"), "unknown group"),
+        (("rank_neg", "rank_neg"), "twice"),
+    ],
+)
+def test_malformed_groups_are_refused(groups, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        listwise.ListConfig(list_size=50, groups=groups)
+
+
+def test_graded_label_of_the_three_stage_groups() -> None:
+    groups = listwise.THREE_STAGE_GROUPS
+    assert listwise.graded_label("rerank_pos", 0, 10, groups) == 5.0
+    assert listwise.graded_label("rerank_pos", -1, 10, groups) == 4.0  # no position: no bonus
+    assert [listwise.graded_label(g, 3, 10, groups) for g in groups[1:]] == [3.0, 2.0, 1.0, 0.0]

@@ -509,8 +509,10 @@ def test_more_candidates_than_the_layout_holds_fail_loudly():
 
 
 def test_baselines_are_two_stage_and_reject_bad_settings():
-    with pytest.raises(ValueError, match="two-stage"):
-        losses.get(LossConfig(method="icc"), num_stages=3)
+    with pytest.raises(ValueError, match="'icc' has no 4-stage form"):
+        losses.get(LossConfig(method="icc"), num_stages=4)
+    with pytest.raises(ValueError, match="IccLoss \\('icc'\\).*got num_stages=4"):
+        baselines.IccLoss(num_stages=4, stage_keep=(40, 30, 20, 10))
     with pytest.raises(ValueError, match="baseline_variant"):
         LossConfig(baseline_variant="tidy")
     with pytest.raises(ValueError, match="tau"):

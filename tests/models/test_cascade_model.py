@@ -10,10 +10,18 @@ import tensorflow as tf
 
 from models import distribution, features, losses, preprocessing
 from models.cascade_model import STAGES, CascadeModel
-from models.config import LossConfig, MetricConfig
+from models.config import LossConfig, MetricConfig, ModelConfig, StageConfig
+from models.prerank_stage import PreRankingStage
 from models.ranking_stage import TargetAttention
 
 xf = features.transformed_name
+# The default cascade with cut-offs scaled to short lists (keep 12, then 8).
+SMALL_MODEL = ModelConfig(
+    stages=(
+        StageConfig("retrieval", "two_tower", 12, "retrieval"),
+        StageConfig("ranking", "din", 8, "rescore"),
+    )
+)
 VOCAB = 40  # ids per vocabulary in these tests
 SIZES = {name: VOCAB + preprocessing.NUM_OOV_BUCKETS + 1 for name in preprocessing.VOCAB_FILENAMES}
 CONTEXT_IDS = ("user_id", "device_id", "province")
@@ -85,10 +93,18 @@ def build_model(list_size: int, method: str = "lcron", small: bool = False) -> C
     tf.keras.utils.set_random_seed(0)
     loss_config = LossConfig(method=method)
     metric_config = MetricConfig()
+    model_config = ModelConfig()
     if small:
-        loss_config = LossConfig(method=method, gt_num=4, stage_keep=(12, 8))
-        metric_config = MetricConfig(gt_num=4, k1=12, k2=8, ndcg_k=4)
-    model = CascadeModel(SIZES, list_size, loss_config=loss_config, metric_config=metric_config)
+        loss_config = LossConfig(method=method, gt_num=4)
+        metric_config = MetricConfig(gt_num=4, ndcg_k=4)
+        model_config = SMALL_MODEL
+    model = CascadeModel(
+        SIZES,
+        list_size,
+        model_config=model_config,
+        loss_config=loss_config,
+        metric_config=metric_config,
+    )
     model.compile(optimizer=tf.keras.optimizers.Adam(0.01), run_eagerly=True)
     model(make_batch(2, list_size))
     return model
@@ -258,8 +274,9 @@ def test_training_under_a_mirrored_strategy(run_eagerly):
         model = CascadeModel(
             SIZES,
             list_size,
-            loss_config=LossConfig(gt_num=4, stage_keep=(12, 8)),
-            metric_config=MetricConfig(gt_num=4, k1=12, k2=8, ndcg_k=4),
+            model_config=SMALL_MODEL,
+            loss_config=LossConfig(gt_num=4),
+            metric_config=MetricConfig(gt_num=4, ndcg_k=4),
         )
         model.compile(optimizer=tf.keras.optimizers.Adam(0.01), run_eagerly=run_eagerly)
         model(make_batch(2, list_size))
@@ -347,8 +364,9 @@ def test_train_metrics_every_n_steps_and_on_each_epochs_first(run_eagerly):
     model = CascadeModel(
         SIZES,
         list_size,
-        loss_config=LossConfig(gt_num=4, stage_keep=(12, 8)),
-        metric_config=MetricConfig(gt_num=4, k1=12, k2=8, ndcg_k=4),
+        model_config=SMALL_MODEL,
+        loss_config=LossConfig(gt_num=4),
+        metric_config=MetricConfig(gt_num=4, ndcg_k=4),
         train_metrics_every=3,
     )
     model.compile(optimizer=tf.keras.optimizers.Adam(0.01), run_eagerly=run_eagerly)
@@ -366,3 +384,79 @@ def test_train_metrics_every_n_steps_and_on_each_epochs_first(run_eagerly):
     assert float(recall.count) == 4 * batch
     with pytest.raises(ValueError, match="train_metrics_every"):
         CascadeModel(SIZES, list_size, train_metrics_every=0)
+
+
+# --- N stages ---------------------------------------------------------------------------------
+
+THREE_STAGES = ModelConfig(
+    stages=(
+        StageConfig("retrieval", "two_tower", 12, "retrieval"),
+        StageConfig("prerank", "mlp", 10, "rescore"),
+        StageConfig("ranking", "din", 8, "rescore"),
+    )
+)
+
+
+def test_three_stages_from_config_score_train_and_log_per_stage():
+    list_size = 16
+    tf.keras.utils.set_random_seed(0)
+    model = CascadeModel(
+        SIZES,
+        list_size,
+        model_config=THREE_STAGES,
+        loss_config=LossConfig(gt_num=4),
+        metric_config=MetricConfig(gt_num=4, ndcg_k=4),
+    )
+    model.compile(optimizer=tf.keras.optimizers.Adam(0.01), run_eagerly=True)
+    logits = model(make_batch(3, list_size, seed=2))
+    # The export's contract: configs and layers in cascade order, aliases of first and last.
+    assert [s.name for s in model.stage_configs] == ["retrieval", "prerank", "ranking"]
+    assert list(model.stage_layers) == ["retrieval", "prerank", "ranking"]
+    assert list(logits) == ["retrieval", "prerank", "ranking"]
+    assert model.retrieval is model.stage_layers["retrieval"]
+    assert model.ranking is model.stage_layers["ranking"]
+    assert isinstance(model.stage_layers["prerank"], PreRankingStage)
+    batch = make_batch(3, list_size, seed=2)
+    assert model.retrieval.query_tower(batch).shape == (3, 16)
+    assert model.retrieval.candidate_tower(batch).shape == (3, list_size, 16)
+    for name, layer in model.stage_layers.items():
+        assert layer(batch).shape == (3, list_size), name
+        np.testing.assert_allclose(layer(batch).numpy(), logits[name].numpy(), rtol=1e-6)
+    before = {
+        n: [v.numpy().copy() for v in layer.trainable_weights]
+        for n, layer in model.stage_layers.items()
+    }
+    history = model.fit(tf.data.Dataset.from_tensors(batch), epochs=1, verbose=0).history
+    assert np.all(np.isfinite(history["loss"]))
+    for name, layer in model.stage_layers.items():
+        assert _changed(before[name], layer.trainable_weights) > 0, name
+    assert "recall_at_4_at_12_at_10_at_8" in history, sorted(history)
+    for name in ("retrieval_recall_at_4_at_12", "prerank_recall_at_4_at_10", "ranking_ndcg_at_4"):
+        assert name in history, sorted(history)
+    assert "l_single_stage1" in history and "l_e2e" in history, sorted(history)
+
+
+def test_a_baseline_without_a_four_stage_form_is_refused_by_name_before_building():
+    four = ModelConfig(
+        stages=(
+            *THREE_STAGES.stages[:2],
+            StageConfig("ranking", "din", 9, "rescore"),
+            StageConfig("rerank", "din", 8, "rescore"),
+        )
+    )
+    with pytest.raises(ValueError, match="'bce' has no 4-stage form"):
+        CascadeModel(SIZES, 16, model_config=four, loss_config=LossConfig(method="bce", gt_num=4))
+
+
+def test_prerank_stage_ignores_padding_of_the_sequence():
+    list_size = 6
+    tf.keras.utils.set_random_seed(0)
+    layer = PreRankingStage(SIZES, ModelConfig())
+    batch = make_batch(2, list_size, seed=4)
+    out = layer(batch).numpy()
+    changed = dict(batch)
+    seq_mask = batch[xf(features.SEQ_MASK)].numpy()
+    ids = batch[xf("seq_video_id")].numpy().copy()
+    ids[seq_mask == 0] = 3  # another id where the sequence is padding
+    changed[xf("seq_video_id")] = tf.constant(ids)
+    np.testing.assert_allclose(layer(changed).numpy(), out, rtol=1e-6)

@@ -381,8 +381,8 @@ def test_works_in_a_graph_with_unknown_list_size():
 
 @pytest.mark.parametrize("method", sorted(losses.LOSSES))
 def test_serialization_round_trip(method):
-    config = LossConfig(method=method, tau=7.0, gt_num=8, stage_keep=(25, 15))
-    layer = losses.get(config)
+    config = LossConfig(method=method, tau=7.0, gt_num=8)
+    layer = losses.get(config, stage_keep=(25, 15))
     restored = tf.keras.layers.deserialize(tf.keras.layers.serialize(layer))
     assert type(restored) is type(layer)
     assert restored.get_config() == layer.get_config()

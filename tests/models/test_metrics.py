@@ -10,7 +10,7 @@ import scipy.stats
 import tensorflow as tf
 
 from models import metrics
-from models.config import MetricConfig
+from models.config import MetricConfig, StageConfig
 
 
 def _np(x) -> np.ndarray:
@@ -247,8 +247,12 @@ def test_kendall_tau_is_scipys_tau_b():
 
 def test_keras_metrics_average_over_requests_with_a_valid_item():
     (s1, s2), labels, mask = _random_batch(4)
-    config = MetricConfig(gt_num=4, k1=12, k2=6, ndcg_k=5)
-    built = metrics.from_config(config)
+    config = MetricConfig(gt_num=4, ndcg_k=5)
+    stages = (
+        StageConfig("retrieval", "two_tower", 12, "retrieval"),
+        StageConfig("ranking", "din", 6, "rescore"),
+    )
+    built = metrics.from_config(config, stages)
     # Two batches: the mean is over requests, not over batches.
     for rows in (slice(0, 5), slice(5, None)):
         metrics.update_cascade_metrics(
@@ -303,3 +307,54 @@ def test_keras_metrics_serialize_and_work_in_a_graph():
     update(labels, s1, s2, mask)
     expected = _np(metrics.cascade_recall([s1, s2], labels, mask, (12, 6), 4))[1:].mean()
     np.testing.assert_allclose(restored.result().numpy(), expected, rtol=1e-5)
+
+
+THREE_STAGES = (
+    StageConfig("retrieval", "two_tower", 16, "retrieval"),
+    StageConfig("prerank", "mlp", 12, "rescore"),
+    StageConfig("ranking", "din", 6, "rescore"),
+)
+
+
+def test_three_stage_keras_metrics_constant_scores_empty_lists_and_list_order():
+    """N = 3: constant scores score exactly chance level (k3 / n for a full list), padding-only
+    requests count for nothing, and permuting candidates changes no figure."""
+    config = MetricConfig(gt_num=4, ndcg_k=5)
+    n_list = 20
+    labels = np.tile(np.array([[3.9, 3.8, 3.7, 3.6, *[2.0] * 6, *[1.0] * 5, *[0.0] * 5]]), (3, 1))
+    mask = np.ones((3, n_list), np.int64)
+    mask[2] = 0  # an empty list
+    constant = {s.name: np.zeros((3, n_list), np.float32) for s in THREE_STAGES}
+    built = metrics.from_config(config, THREE_STAGES)
+    metrics.update_cascade_metrics(built, labels.astype(np.float32), constant, mask)
+    assert built["cascade_recall"].name == "recall_at_4_at_16_at_12_at_6"
+    np.testing.assert_allclose(built["cascade_recall"].result().numpy(), 6 / 20, rtol=1e-6)
+    np.testing.assert_allclose(built["prerank_recall"].result().numpy(), 12 / 20, rtol=1e-6)
+    assert float(built["ranking_kendall_tau"].result()) == 0.0
+    assert float(built["cascade_recall"].count) == 2  # the empty list is not counted
+    # Random scores, then the same requests with their candidates permuted.
+    rng = np.random.default_rng(0)
+    scores = {
+        s.name: np.round(rng.normal(size=(3, n_list)), 1).astype(np.float32) for s in THREE_STAGES
+    }
+    first = metrics.from_config(config, THREE_STAGES)
+    metrics.update_cascade_metrics(first, labels.astype(np.float32), scores, mask)
+    perm = rng.permutation(n_list)
+    second = metrics.from_config(config, THREE_STAGES)
+    metrics.update_cascade_metrics(
+        second,
+        labels[:, perm].astype(np.float32),
+        {k: v[:, perm] for k, v in scores.items()},
+        mask[:, perm],
+    )
+    for role in first:
+        np.testing.assert_allclose(
+            first[role].result().numpy(), second[role].result().numpy(), rtol=1e-5, err_msg=role
+        )
+
+
+def test_update_cascade_metrics_refuses_a_stage_count_that_does_not_match():
+    built = metrics.from_config(MetricConfig(gt_num=4), THREE_STAGES)
+    (s1, s2), labels, mask = _random_batch(0)
+    with pytest.raises((ValueError, KeyError)):
+        metrics.update_cascade_metrics(built, labels, {"retrieval": s1, "ranking": s2}, mask)

@@ -78,20 +78,26 @@ def test_days_follow_the_day_pattern(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow  # imports TFX and the whole pipeline (~16 s on an idle machine)
-@pytest.mark.parametrize("warm_start", [False, True])
-def test_task_graph_is_create_pipelines_graph(warm_start: bool, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("warm_start", "stop"), [(False, True), (True, True), (False, False)])
+def test_task_graph_is_create_pipelines_graph(warm_start: bool, stop: bool, tmp_path: Path) -> None:
     from pipeline import local_runner
     from pipeline.config import load_config
 
     config = load_config(
-        None, [f"output_dir={tmp_path}", f"training.warm_start={json.dumps(warm_start)}"]
+        None,
+        [
+            f"output_dir={tmp_path}",
+            f"training.warm_start={json.dumps(warm_start)}",
+            f"data.stop_on_anomalies={json.dumps(stop)}",
+        ],
     )
     tfx_pipeline = local_runner.build(config, str(tmp_path / "logs"))
     built = {c.id: tuple(sorted(u.id for u in c.upstream_nodes)) for c in tfx_pipeline.components}
-    table = task_graph(warm_start=warm_start)
+    table = task_graph(warm_start=warm_start, stop_on_anomalies=stop)
     assert table == built
     assert list(table) == [c.id for c in tfx_pipeline.components]  # a topological order
     assert ("LatestBlessedModelResolver" in table["Trainer"]) is warm_start
+    assert ("ExampleValidator" in table["Transform"]) is stop
 
 
 def _airflow_env(tmp_path: Path, dags: Path) -> dict[str, str]:
@@ -150,7 +156,10 @@ def test_dag_file_parses_within_airflows_timeout_without_tfx(tmp_path: Path) -> 
     assert loaded["parse_s"] < DAGBAG_IMPORT_TIMEOUT_S / 3, loaded["parse_s"]
     assert loaded["schedule"] == "@daily"
     assert loaded["catchup"] is False
-    expected = task_graph(warm_start=config["training"]["warm_start"])
+    expected = task_graph(
+        warm_start=config["training"]["warm_start"],
+        stop_on_anomalies=config.get("data", {}).get("stop_on_anomalies", True),
+    )
     assert loaded["tasks"] == {node: list(upstream) for node, upstream in expected.items()}
     assert "LatestBlessedModelResolver" in loaded["tasks"]["Trainer"]  # warm start shipped
 

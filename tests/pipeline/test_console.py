@@ -174,6 +174,8 @@ def test_session_keeps_the_noise_in_the_log_and_reports_a_failure(
         (["bench", "no_such_bench"], "no_such_bench"),
         (["compile", "--target", "airflow", "--out", "p.json"], "invalid choice: 'airflow'"),
         (["compile", "--target", "vertex", "--out", "p.json"], "output_dir='outputs'"),
+        (["config", "show", "--set", "training.loss.tau=-1"], "training.loss.tau: must be > 0"),
+        (["config"], "the following arguments are required: ACTION"),
         (["nonsense"], "invalid choice: 'nonsense'"),
     ],
 )

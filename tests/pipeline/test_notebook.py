@@ -25,6 +25,8 @@ def test_notebook_executes_and_shows_the_evaluation(tmp_path: Path) -> None:
         "data.simulate_requests_per_day=200",
         "training.trainer.train_steps=60",
         "evaluation.recall_floor=0.0",
+        # Beam in the kernel's process: worker processes cost more than this log needs.
+        'beam_pipeline_args=["--direct_running_mode=in_memory","--direct_num_workers=1"]',
     ]
     params[0].source = f"OUTPUT_DIR = {str(tmp_path)!r}\nOVERRIDES = {json.dumps(overrides)}"
 

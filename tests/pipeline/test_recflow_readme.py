@@ -39,6 +39,10 @@ SHORT_TRAINING = [
     "training.trainer.steps_per_epoch=50",
     "--set",
     "training.trainer.batch_size=64",
+    # Beam in this process: worker processes cost more than this tiny download needs (the
+    # multi-process runner is what tests/pipeline/test_pipeline_e2e.py runs, as `make run` does).
+    "--set",
+    'beam_pipeline_args=["--direct_running_mode=in_memory","--direct_num_workers=1"]',
 ]
 
 

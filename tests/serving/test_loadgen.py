@@ -129,17 +129,20 @@ def test_open_loop_counts_the_queue_that_a_closed_loop_hides():
         closed = asyncio.run(loadgen.closed_loop(url, BODIES, 1, 1.0, warmup_s=0.1))
     assert light.error_count == heavy.error_count == closed.error_count == 0
     assert light.ok == light.sent and heavy.ok == heavy.sent
+    # Relations, not absolute bounds: a loaded CI machine slows the toy server's event loop
+    # too, but not by the queue's order of magnitude.
     light_p50, light_p99, _ = loadgen.percentiles(light.latency_ms)
-    assert SERVICE_MS <= light_p50 < 4 * SERVICE_MS
+    assert light_p50 >= SERVICE_MS
     # The last arrivals wait for everything queued before them: hundreds of ms, not 20.
     heavy_p50, heavy_p99, _ = loadgen.percentiles(heavy.latency_ms)
     assert heavy_p99 > 20 * SERVICE_MS and heavy_p50 > 5 * SERVICE_MS
+    assert light_p50 < heavy_p50 / 2
     # Latency grows along the run as the queue does (measured from the schedule).
     half = len(heavy.latency_ms) // 2
     assert np.mean(heavy.latency_ms[half:]) > 2 * np.mean(heavy.latency_ms[:half])
     # The closed loop at the same server reports only the service time.
     closed_p50, closed_p99, _ = loadgen.percentiles(closed.latency_ms)
-    assert closed_p99 < 4 * SERVICE_MS
+    assert closed_p50 >= SERVICE_MS and closed_p99 < heavy_p50 / 2
     assert heavy.stages_ms["total"][0] == pytest.approx(SERVICE_MS)
 
 

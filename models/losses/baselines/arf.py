@@ -50,11 +50,17 @@ class ArfLoss(BaselineLoss):
     Args (beyond ``BaselineLoss``):
       tau: temperature of the sort of the logits (authors: 200).
 
+    Three stages (``three_stage/arf.py``, ``compute_arf_loss``): the same per-stage loss for
+    each of the three stages over the five-block layout (N = 50), with supports m_s =
+    stage_keep (the authors' 40, 30, 20), one learnable w per stage; the stages' totals summed
+    (each stage's optimiser steps on its own).
+
     Returned terms: "loss", and per stage "l_relax_<stage>", "l_global_<stage>",
     "arf_w_<stage>".
     """
 
     method = "arf"
+    stage_counts = (2, 3)
 
     def __init__(
         self,
@@ -119,11 +125,16 @@ class ArfLoss(BaselineLoss):
     def benchmark_terms(
         self, retrieval: tf.Tensor, ranking: tf.Tensor, lists: layout.BenchmarkLists
     ) -> dict[str, tf.Tensor]:
+        return self.cascade_terms([retrieval, ranking], lists)
+
+    def cascade_terms(
+        self, stage_logits: list[tf.Tensor], lists: layout.BenchmarkLists
+    ) -> dict[str, tf.Tensor]:
         terms: dict[str, tf.Tensor] = {}
         total = tf.constant(0.0)
         for name, logits, m, weight in zip(
             self.stage_names,
-            (retrieval, ranking),
+            stage_logits,
             self.stage_keep,
             self.global_weights,
             strict=True,

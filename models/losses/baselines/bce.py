@@ -26,10 +26,18 @@ class BceLoss(BaselineLoss):
     step two optimisers on the two terms; one optimiser on the sum moves the same parameters the
     same way). ``variant`` changes nothing here: this definition has no accident.
 
-    Returned terms: "loss", "l_bce_retrieval", "l_bce_ranking".
+    Three stages (``three_stage/bce.py``; five blocks, rerank_pos the target): each stage on
+    the leading blocks it served, with the same reduction (slots of those blocks, padding
+    included, in the denominator): retrieval all five, pre-ranking the first four (rerank_pos
+    .. coarse_neg), ranking the first two (rerank_pos, rerank_neg).
+
+    Returned terms: "loss", "l_bce_<stage>" per stage ("retrieval", "stage1", "ranking").
     """
 
     method = "bce"
+    stage_counts = (2, 3)
+    # Blocks each stage trains on, first stage first, by depth (three_stage/bce.py).
+    BLOCKS = {3: (5, 4, 2)}
 
     def benchmark_terms(
         self, retrieval: tf.Tensor, ranking: tf.Tensor, lists: layout.BenchmarkLists
@@ -45,3 +53,21 @@ class BceLoss(BaselineLoss):
             "l_bce_retrieval": l_retrieval,
             "l_bce_ranking": l_ranking,
         }
+
+    def cascade_terms(
+        self, stage_logits: list[tf.Tensor], lists: layout.BenchmarkLists
+    ) -> dict[str, tf.Tensor]:
+        target = lists.in_groups(0)
+        weight = lists.mask
+        terms: dict[str, tf.Tensor] = {}
+        total = tf.constant(0.0)
+        for name, logits, blocks in zip(
+            self.stage_names, stage_logits, self.BLOCKS[self.num_stages], strict=True
+        ):
+            served = lists.in_groups(*range(blocks))
+            slots = numel(weight) * blocks / lists.num_groups  # batch * blocks * G
+            term = tf.reduce_sum(served * weight * bce_with_logits(logits, target)) / slots
+            terms[f"l_bce_{name}"] = term
+            total = total + term
+        terms["loss"] = total
+        return terms

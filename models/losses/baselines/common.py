@@ -1,4 +1,5 @@
-"""What every baseline shares: two stages, the benchmark layout, the benchmark / clean switch."""
+"""What every baseline shares: the benchmark layout (two or three stages), the benchmark / clean
+switch."""
 
 from __future__ import annotations
 
@@ -30,19 +31,29 @@ def numel(x: tf.Tensor) -> tf.Tensor:
 
 
 class BaselineLoss(CascadeLoss):
-    """A baseline of the LCRON paper for the two-stage cascade, as the authors' code defines it.
+    """A baseline of the LCRON paper, as the authors' code defines it for two stages
+    (``two_stage/``) and, where a subclass has it, three (``three_stage/``).
 
-    Subclasses implement :meth:`benchmark_terms` over the stages' logits in the benchmark's
-    layout (``layout.BenchmarkLists``: [batch, N] with N = 4 ``group_size``, four stage groups).
+    Subclasses implement :meth:`benchmark_terms` over the two stages' logits in the benchmark's
+    layout (``layout.BenchmarkLists``: [batch, N] with N = 4 ``group_size``, four stage groups)
+    and, when ``stage_counts`` holds 3, :meth:`cascade_terms` over the three stages' logits in
+    the three-stage layout (N = 5 ``group_size``: rerank_pos, rerank_neg, rank_neg, coarse_neg,
+    prerank_neg).
 
     Args:
-      num_stages: must be 2 (retrieval, ranking): the benchmark's two-stage setting.
+      num_stages: one of the subclass's ``stage_counts`` (2: retrieval, ranking; 3: retrieval,
+        pre-ranking, ranking); any other is refused by name.
       gt_num: size of the ground-truth set (the rank_pos group holds it).
       group_size: slots per stage group; None means list_size // 4 (the ingestion's layout).
       variant: "benchmark" (default: the authors' code, accidents included) or "clean" (the
         accidents named in the subclass's docstring fixed, everything else unchanged).
-      stage_keep: how many items each stage passes on (RecFlow: 30, then 20).
+      stage_keep: how many items each stage passes on (RecFlow: 30, then 20; three stages:
+        40, 30, 20).
     """
+
+    #: Stage counts with a reference form (the authors' two_stage/ and three_stage/ code);
+    #: ``models.config.LOSS_STAGE_COUNTS`` names the same (a test checks).
+    stage_counts: tuple[int, ...] = (2,)
 
     def __init__(
         self,
@@ -55,20 +66,23 @@ class BaselineLoss(CascadeLoss):
     ) -> None:
         super().__init__(num_stages=num_stages, gt_num=gt_num, **kwargs)
         name = type(self).__name__
-        if self.num_stages != 2:
+        if self.num_stages not in self.stage_counts:
             raise ValueError(
-                f"{name}: the benchmark defines the baselines for a two-stage cascade "
-                f"(retrieval, ranking), got num_stages={self.num_stages}"
+                f"{name} ({self.method!r}): the benchmark defines it for {list(self.stage_counts)}"
+                f" stages, got num_stages={self.num_stages}"
             )
         if variant not in VARIANTS:
             raise ValueError(f"{name}: variant must be one of {VARIANTS}, got {variant!r}")
         if group_size is not None and group_size < 1:
             raise ValueError(f"{name}: group_size must be >= 1, got {group_size}")
-        if len(stage_keep) < 2 or min(stage_keep) < 1:
-            raise ValueError(f"{name}: stage_keep needs two positive cut-offs, got {stage_keep}")
+        if len(stage_keep) < self.num_stages or min(stage_keep) < 1:
+            raise ValueError(
+                f"{name}: stage_keep needs {self.num_stages} positive cut-offs, got {stage_keep}"
+            )
         self.group_size = None if group_size is None else int(group_size)
         self.variant = variant
-        self.stage_keep = tuple(int(k) for k in stage_keep[:2])
+        self.stage_keep = tuple(int(k) for k in stage_keep[: self.num_stages])
+        self.num_groups = layout.groups_for_stages(self.num_stages)
 
     @property
     def clean(self) -> bool:
@@ -77,14 +91,23 @@ class BaselineLoss(CascadeLoss):
     def compute_terms(
         self, stage_logits: list[tf.Tensor], labels: tf.Tensor, mask: tf.Tensor
     ) -> dict[str, tf.Tensor]:
-        lists = layout.benchmark_lists(labels, mask, self.group_size)
-        retrieval, ranking = (lists.gather(logits) for logits in stage_logits)
-        return self.benchmark_terms(retrieval, ranking, lists)
+        lists = layout.benchmark_lists(labels, mask, self.group_size, self.num_groups)
+        gathered = [lists.gather(logits) for logits in stage_logits]
+        if self.num_stages == 2:
+            return self.benchmark_terms(gathered[0], gathered[1], lists)
+        return self.cascade_terms(gathered, lists)
 
     def benchmark_terms(
         self, retrieval: tf.Tensor, ranking: tf.Tensor, lists: layout.BenchmarkLists
     ) -> dict[str, tf.Tensor]:
         """{"loss": total, <term>: scalar}; logits [batch, N] in the benchmark's layout."""
+        raise NotImplementedError
+
+    def cascade_terms(
+        self, stage_logits: list[tf.Tensor], lists: layout.BenchmarkLists
+    ) -> dict[str, tf.Tensor]:
+        """Three (or more) stages: {"loss": total, <term>: scalar}; ``stage_logits`` one
+        [batch, N] tensor per stage, first (retrieval) first, in the benchmark's layout."""
         raise NotImplementedError
 
     def get_config(self) -> dict[str, Any]:

@@ -32,29 +32,46 @@ class FsRankNetLoss(BaselineLoss):
     masks, L_a = sum m_i m_j log(1 + exp(-(z_i - z_j))) / sum m_i m_j. A batch without a real
     anchor in a group gives L_a = 0 (the authors' 0 / 0).
 
-    Returned terms: "loss", "l_fs_ranknet_retrieval", "l_fs_ranknet_ranking".
+    Three stages (``three_stage/fs_ranknet.py``, run on each stage's logits): five blocks, the
+    anchors of each of the four upper blocks against every slot below, and no mask at all (a
+    further accident of that code: padded anchors count too), L_a = sum_{b, i in a, j below a}
+    log(1 + exp(-(z_i - z_j))) / ((4 - a) G batch G); clean as above.
+
+    Returned terms: "loss", "l_fs_ranknet_<stage>" per stage ("retrieval", ["stage1",]
+    "ranking").
     """
 
     method = "fs_ranknet"
+    stage_counts = (2, 3)
 
     def _stage_loss(self, logits: tf.Tensor, lists: layout.BenchmarkLists) -> tf.Tensor:
         total = tf.constant(0.0)
-        for group in (layout.RANK_POS, layout.RANK_NEG, layout.COARSE_NEG):
+        for group in range(lists.num_groups - 1):  # every block with a block below it
             start, end = lists.block(group)
             anchors, anchor_mask = logits[:, start:end], lists.mask[:, start:end]
             below, below_mask = logits[:, end:], lists.mask[:, end:]
             pairs = tf.nn.softplus(-(anchors[:, :, tf.newaxis] - below[:, tf.newaxis, :]))
+            if self.num_stages > 2 and not self.clean:  # three_stage/: no mask at all
+                anchor_mask = tf.ones_like(anchor_mask)
             weight = anchor_mask[:, :, tf.newaxis]
             if self.clean:
                 weight = weight * below_mask[:, tf.newaxis, :]
                 denominator = tf.reduce_sum(weight * tf.ones_like(pairs))
             else:
-                below_slots = tf.cast(
-                    (layout.NUM_GROUPS - 1 - group) * lists.group_size, tf.float32
-                )
+                below_slots = tf.cast((lists.num_groups - 1 - group) * lists.group_size, tf.float32)
                 denominator = below_slots * tf.reduce_sum(anchor_mask)
             total = total + tf.reduce_sum(pairs * weight) / tf.maximum(denominator, 1.0)
         return total
+
+    def cascade_terms(
+        self, stage_logits: list[tf.Tensor], lists: layout.BenchmarkLists
+    ) -> dict[str, tf.Tensor]:
+        terms = {
+            f"l_fs_ranknet_{name}": self._stage_loss(logits, lists)
+            for name, logits in zip(self.stage_names, stage_logits, strict=True)
+        }
+        terms["loss"] = tf.add_n(list(terms.values()))
+        return terms
 
     def benchmark_terms(
         self, retrieval: tf.Tensor, ranking: tf.Tensor, lists: layout.BenchmarkLists
@@ -100,10 +117,15 @@ class FsLambdaLossLoss(BaselineLoss):
       topn: rank cut-off of the pair discount (authors: 30).
       smooth_fraction: f (authors: 0.8; at most 0.001 means u alone).
 
-    Returned terms: "loss", "l_fs_lambdaloss_retrieval", "l_fs_lambdaloss_ranking".
+    Three stages (``three_stage/fs_lambdaloss.py``): the same per-stage loss on the five-block
+    layout (labels 30 - rerank_index, 8, 7, 6, 5) for each of the three stages, summed.
+
+    Returned terms: "loss", "l_fs_lambdaloss_<stage>" per stage ("retrieval", ["stage1",]
+    "ranking").
     """
 
     method = "fs_lambdaloss"
+    stage_counts = (2, 3)
 
     def __init__(
         self,
@@ -172,6 +194,16 @@ class FsLambdaLossLoss(BaselineLoss):
             "l_fs_lambdaloss_ranking": self._stage_loss(ranking, lists),
         }
         terms["loss"] = terms["l_fs_lambdaloss_retrieval"] + terms["l_fs_lambdaloss_ranking"]
+        return terms
+
+    def cascade_terms(
+        self, stage_logits: list[tf.Tensor], lists: layout.BenchmarkLists
+    ) -> dict[str, tf.Tensor]:
+        terms = {
+            f"l_fs_lambdaloss_{name}": self._stage_loss(logits, lists)
+            for name, logits in zip(self.stage_names, stage_logits, strict=True)
+        }
+        terms["loss"] = tf.add_n(list(terms.values()))
         return terms
 
     def get_config(self) -> dict[str, Any]:

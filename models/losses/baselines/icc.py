@@ -47,10 +47,20 @@ class IccLoss(BaselineLoss):
         pushes the earlier slot below the later one; clean: only pairs with different labels.
     Both variants divide by batch * N * N.
 
+    Three stages (``three_stage/icc.py``; five blocks, labels 30 - rerank_index, 8, 7, 6, 5):
+    gates of retrieval (k1), pre-ranking (k2) and ranking, and later stages' scores doubled:
+
+      s_i = (1 - g^0_i) z^0_i + g^0_i 2 (1 - g^1_i) z^1_i + g^0_i g^1_i 4 g^2_i z^2_i
+
+    with the same pairwise loss. The benchmark gates ranking at pre-ranking's cut-off k2 (30,
+    the code's joint_prerank_k where joint_rank_k was meant); clean: at k3 (20); the other
+    accidents and their clean fixes as in two stages.
+
     Returned terms: "loss", "l_icc".
     """
 
     method = "icc"
+    stage_counts = (2, 3)
 
     def __init__(
         self,
@@ -79,6 +89,31 @@ class IccLoss(BaselineLoss):
         gate_r = self._gate(retrieval, keep_retrieval, lists)
         gate_k = self._gate(ranking, keep_ranking if self.clean else keep_retrieval, lists)
         score = (1.0 - gate_r) * retrieval + gate_r * gate_k * ranking
+        l_icc = self._pair_loss(score, lists)
+        return {"loss": l_icc, "l_icc": l_icc}
+
+    def cascade_terms(
+        self, stage_logits: list[tf.Tensor], lists: layout.BenchmarkLists
+    ) -> dict[str, tf.Tensor]:
+        keeps = list(self.stage_keep)
+        if not self.clean:
+            keeps[-1] = keeps[-2]  # the benchmark gates ranking at pre-ranking's cut-off
+        last = len(stage_logits) - 1
+        score = tf.zeros_like(stage_logits[0])
+        passed = tf.ones_like(stage_logits[0])  # product of the upstream gates
+        for s, (logits, k) in enumerate(zip(stage_logits, keeps, strict=True)):
+            gate = self._gate(logits, k, lists)
+            if s < last:  # dropped here: scored by this stage, doubled per stage
+                score = score + passed * (2.0**s) * (1.0 - gate) * logits
+                passed = passed * gate
+            else:  # kept by every stage
+                score = score + passed * (2.0**s) * gate * logits
+        l_icc = self._pair_loss(score, lists)
+        return {"loss": l_icc, "l_icc": l_icc}
+
+    def _pair_loss(self, score: tf.Tensor, lists: layout.BenchmarkLists) -> tf.Tensor:
+        """sum_b sum_{i < j} BCE(s_i - s_j, [l_i > l_j]) / (batch N N) (clean: real pairs with
+        different labels)."""
         labels = lists.labels
         n = lists.size
         upper = tf.linalg.band_part(tf.ones([n, n]), 0, -1) - tf.eye(n)  # i < j
@@ -91,8 +126,7 @@ class IccLoss(BaselineLoss):
             weight = weight * real * differ
         pairs = bce_with_logits(pair_logits, tf.cast(higher, tf.float32)) * weight
         n_f = tf.cast(n, tf.float32)
-        l_icc = tf.reduce_sum(pairs) / (batch_size(score) * n_f * n_f)
-        return {"loss": l_icc, "l_icc": l_icc}
+        return tf.reduce_sum(pairs) / (batch_size(score) * n_f * n_f)
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()

@@ -40,10 +40,27 @@ class RankFlowLoss(BaselineLoss):
     Args (beyond ``BaselineLoss``):
       alpha: weight of L_rank against L_distill (authors: 0).
 
-    Returned terms: "loss", "l_bce_retrieval", "l_bce_ranking", "l_distill" (+ "l_rank").
+    Three stages (``three_stage/rankflow.py``; five blocks, rerank_pos the target; cut-offs
+    k1, k2, k3 = stage_keep, the authors' 40, 30, 20): the flow goes one stage further and every
+    term counts once (no alpha). With T1 = retrieval's top-k1 and, for s = 1, 2, T_{s+1} = stage
+    s's top-k_{s+1} of T_s (stage 1: pre-ranking, stage 2: ranking):
+
+      L_bce_retrieval = mean over all slots of BCE(z^0, t)
+      L_bce_s         = mean_{T_s} BCE(z^s, t)                          s = 1, 2
+      L_distill_{s-1} = mean_{T_s} (stop_gradient(z^s) - z^{s-1})^2      stage s teaches s - 1
+      L_rank_{s-1}    = -mean_b log sigmoid(mean_{T_s top k_{s+1} by z^s} z^{s-1}
+                                            - mean_{T_s bottom k_s - k_{s+1} by z^s} z^{s-1})
+      loss = sum of the seven terms
+
+    Accident and clean variant as in two stages (the mask ignored; clean: real candidates only).
+
+    Returned terms (two stages): "loss", "l_bce_retrieval", "l_bce_ranking", "l_distill"
+    (+ "l_rank"); (three): "l_bce_<stage>" per stage, "l_distill_<stage>" and "l_rank_<stage>"
+    for each student stage ("retrieval", "stage1").
     """
 
     method = "rankflow"
+    stage_counts = (2, 3)
 
     def __init__(
         self,
@@ -88,6 +105,55 @@ class RankFlowLoss(BaselineLoss):
             total = total + self.alpha * terms["l_rank"]
         terms["loss"] = total
         return terms
+
+    def cascade_terms(
+        self, stage_logits: list[tf.Tensor], lists: layout.BenchmarkLists
+    ) -> dict[str, tf.Tensor]:
+        first = stage_logits[0]
+        target = tf.broadcast_to(lists.in_groups(0), tf.shape(first))
+        real = lists.mask if self.clean else tf.ones_like(lists.mask)
+        keeps = [cut(k, lists.size) for k in self.stage_keep]
+        names = self.stage_names
+        terms = {f"l_bce_{names[0]}": _masked_mean(bce_with_logits(first, target), real)}
+        pool = self._top(first, real, keeps[0])  # T1: slots of the benchmark list
+        for s in range(1, self.num_stages):
+            take = lambda values, idx=pool: tf.gather(values, idx, batch_dims=1)  # noqa: E731
+            teacher, student = take(stage_logits[s]), take(stage_logits[s - 1])
+            pool_real, pool_target = take(real), take(target)
+            terms[f"l_bce_{names[s]}"] = _masked_mean(
+                bce_with_logits(teacher, pool_target), pool_real
+            )
+            gap = tf.stop_gradient(teacher) - student
+            terms[f"l_distill_{names[s - 1]}"] = _masked_mean(tf.square(gap), pool_real)
+            k_next = keeps[s]
+            terms[f"l_rank_{names[s - 1]}"] = self._split_term(
+                teacher, student, pool_real, k_next, keeps[s - 1] - k_next
+            )
+            # T_{s+1}: stage s's top k_{s+1} of T_s, as slots of the benchmark list.
+            pool = tf.gather(pool, self._top(teacher, pool_real, k_next), batch_dims=1)
+        terms["loss"] = tf.add_n(list(terms.values()))
+        return terms
+
+    def _top(self, scores: tf.Tensor, real: tf.Tensor, k: int | tf.Tensor) -> tf.Tensor:
+        """Indices of the k largest scores (clean: among real candidates first)."""
+        return tf.math.top_k(mask_out(scores, real) if self.clean else scores, k=k).indices
+
+    def _split_term(
+        self,
+        teacher: tf.Tensor,
+        student: tf.Tensor,
+        real: tf.Tensor,
+        n_top: int | tf.Tensor,
+        n_bottom: int | tf.Tensor,
+    ) -> tf.Tensor:
+        """-mean_b log sigmoid(mean of the student's logits on the teacher's top n_top minus
+        their mean on the teacher's bottom n_bottom)."""
+        top = self._top(teacher, real, n_top)
+        low = -mask_out(teacher, real, 1e9) if self.clean else -teacher
+        bottom = tf.math.top_k(low, k=n_bottom).indices
+        pos = tf.reduce_mean(tf.gather(student, top, batch_dims=1), axis=-1)
+        neg = tf.reduce_mean(tf.gather(student, bottom, batch_dims=1), axis=-1)
+        return -tf.reduce_mean(tf.math.log_sigmoid(pos - neg))
 
     def _rank_term(
         self, ranking: tf.Tensor, retrieval: tf.Tensor, real: tf.Tensor, k: int | tf.Tensor
