@@ -1,9 +1,10 @@
-"""Cost of one batch through both stages, by batch size and TensorFlow thread settings.
+"""Cost of one batch through every stage, by batch size and TensorFlow thread settings.
 
-Loads a pushed pair the way ``lcron serve`` does (``serving.backends.InProcessBackend``) and
-times the in-process cascade path (``_InProcessPair._cascade_batch``: retrieval then ranking on
-a ``[B, ...]`` batch) for each batch size, in a fresh process per thread setting (TensorFlow
-fixes its pools at start-up). Prints, per setting and batch size, the wall time of a batch
+Loads a pushed cascade (any number of stages) the way ``lcron serve`` does
+(``serving.backends.InProcessBackend``) and times the in-process cascade path
+(``_InProcessPair._cascade_batch``: retrieval, then each later stage, on a ``[B, ...]`` batch)
+for each batch size, in a fresh process per thread setting (TensorFlow fixes its pools at
+start-up). Prints, per setting and batch size, the wall time of a batch
 (median), its split between the stages, and the process's CPU time per request: the figure that
 bounds throughput (requests/s per core = 1000 / CPU ms per request) and that a busy machine
 disturbs far less than latency.
@@ -46,27 +47,27 @@ def _worker(args: argparse.Namespace) -> dict:
     pair = asyncio.run(backend.load_pair(Path(args.serving_dir), manifest))
     users = _users(args)
     queries = [build_query(User(**u)) for u in users]
-    out = {"threads": args.worker, "batches": {}}
+    cuts = pair.cut_offs(args.k1)
+    out = {"threads": args.worker, "order": list(pair.order), "batches": {}}
     for batch in args.batches:
         rows = [queries[i % len(queries)] for i in range(batch)]
         query = {k: np.concatenate([q[k] for q in rows]) for k in rows[0]}
         for _ in range(3):  # warm: first calls trace and allocate
-            pair._cascade_batch(args.k1, query)
+            pair._cascade_batch(cuts, query)
         iterations = max(5, args.requests // batch)
-        walls, retrieval, ranking = [], [], []
+        walls, stage_ms = [], {stage: [] for stage in pair.order}
         cpu0 = time.process_time()
         for _ in range(iterations):
             started = time.perf_counter()
-            result = pair._cascade_batch(args.k1, query)
+            result = pair._cascade_batch(cuts, query)
             walls.append((time.perf_counter() - started) * 1e3)
-            retrieval.append(float(result["retrieval_ms"][0]))
-            ranking.append(float(result["ranking_ms"][0]))
+            for stage, values in stage_ms.items():
+                values.append(float(result[f"{stage}_ms"][0]))
         cpu_ms = (time.process_time() - cpu0) * 1e3
         out["batches"][batch] = {
             "wall_ms": float(np.median(walls)),
-            "retrieval_ms": float(np.median(retrieval)),
-            "retrieval_p99_ms": float(np.percentile(retrieval, 99)),
-            "ranking_ms": float(np.median(ranking)),
+            "stage_ms": {stage: float(np.median(v)) for stage, v in stage_ms.items()},
+            "first_p99_ms": float(np.percentile(stage_ms[pair.first], 99)),
             "cpu_ms_per_request": cpu_ms / (iterations * batch),
         }
     asyncio.run(backend.aclose())
@@ -119,20 +120,23 @@ def main(argv: list[str] | None = None) -> int:
             print(proc.stderr[-3000:], file=sys.stderr)
             return 1
         results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    print(f"pair: {args.serving_dir}; K1={args.k1}; {os.cpu_count()} CPUs; medians (ms)")
+    order = results[0]["order"]
+    print(f"cascade {order}: {args.serving_dir}; K1={args.k1}; {os.cpu_count()} CPUs; medians (ms)")
+    stage_header = f"{order[0]:>9} {'1st p99':>8} " + " ".join(f"{n:>9}" for n in order[1:])
     print(
-        f"{'intra,inter':>11} {'batch':>5} | {'batch wall':>10} {'retrieval':>9} {'retr p99':>8} "
-        f"{'ranking':>8} | {'CPU ms/req':>10} {'req/s/core':>10}"
+        f"{'intra,inter':>11} {'batch':>5} | {'batch wall':>10} {stage_header} | "
+        f"{'CPU ms/req':>10} {'req/s/core':>10}"
     )
     for result in results:
         for batch, row in result["batches"].items():
+            stages = row["stage_ms"]
+            later = " ".join(f"{stages[n]:>9.2f}" for n in order[1:])
             print(
                 f"{result['threads']:>11} {batch:>5} | {row['wall_ms']:>10.2f} "
-                f"{row['retrieval_ms']:>9.2f} {row['retrieval_p99_ms']:>8.2f} "
-                f"{row['ranking_ms']:>8.2f} | "
+                f"{stages[order[0]]:>9.2f} {row['first_p99_ms']:>8.2f} {later} | "
                 f"{row['cpu_ms_per_request']:>10.2f} {1000 / row['cpu_ms_per_request']:>10.0f}"
             )
-    print("threads 0: TensorFlow's default (one per core); retr p99: over the timed batches.")
+    print("threads 0: TensorFlow's default (one per core); 1st p99: over the timed batches.")
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(results, indent=2))
     return 0

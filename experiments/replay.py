@@ -211,14 +211,14 @@ async def _serve_all(
             request_timestamp=int(ctx["request_timestamp"][i]),
             **{name: requests.sequence(name, i) or None for name in SEQUENCE_FEATURES},
         )
-        # What /v1/recommend does: the pair's cascade (retrieval's top k1 re-scored by
-        # ranking), then the service's own encoding of the best k.
+        # What /v1/recommend does: the pushed cascade's chain (retrieval's top k1 re-scored by
+        # each later stage), then the service's own encoding of the best k.
         result = await pair.cascade(build_query(user), k1)
         if not np.all(np.isfinite(result.ranking_scores)):
             raise RuntimeError(f"ranking: non-finite scores for request {ctx['request_id'][i]}")
         items = json.loads(encode_items(result, k, pair))["items"]
         top_k[i, : len(items)] = [item["video_id"] for item in items]
-        retrieved[i, : len(result.video_id)] = result.video_id
+        retrieved[i, : len(result.retrieved)] = result.retrieved
 
     for start in range(0, n, concurrency):
         await asyncio.gather(*(one(i) for i in range(start, min(start + concurrency, n))))

@@ -163,7 +163,7 @@ def replay_cell(
 
     from experiments import replay
     from experiments.config import ReplayConfig
-    from models import data, exporter
+    from models import data, exporter, stage_spec
     from serving import manifest
 
     replay_config = ReplayConfig.from_dict(
@@ -172,21 +172,15 @@ def replay_cell(
     corpus = data.item_corpus(train_files, tft_output)
     tmp = Path(tempfile.mkdtemp(prefix="replay_"))
     try:
-        exported = exporter.export_stages(
-            model.retrieval,
-            model.ranking,
-            tft_output,
-            corpus,
-            tmp / "export",
-            hp.model.top_k,
-            index=hp.index,
+        exported = exporter.export_cascade(  # every stage of the model, in cascade order
+            model, tft_output, corpus, tmp / "export", hp.model.top_k, index=hp.index
         )
         serving = tmp / "serving"
         for stage, path in exported.items():
             target = manifest.stage_dir(serving, stage, 1)
             target.parent.mkdir(parents=True)
             path.rename(target)
-        manifest.write_manifest(serving, 1)
+        manifest.write_manifest(serving, 1, stages=stage_spec.read_export_spec(tmp / "export"))
         report = replay.replay(serving, logs, replay_config)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -1,5 +1,11 @@
 """Export of the trained cascade: one SavedModel per stage, raw features in (docs/signatures.md).
 
+A cascade of N stages (``models.stage_spec``: retrieval first, then rescore stages such as
+pre-ranking and ranking) is exported as ``<serving_model_dir>/<stage>/`` per stage plus
+``cascade.json`` naming their order, role and cut-off (``export_cascade``). The first stage is
+a ``RetrievalServing`` (its top-K index over the corpus), every later one a ``RescoreServing``
+(scores a request's candidate list).
+
 Each stage is a ``tf.Module`` that holds its Keras stage, the Transform graph
 (``TFTransformOutput.transform_features_layer``) and the item table known at training time, so
 TF Serving (or ``tf.saved_model.load``) can call it with raw request-time features only:
@@ -18,7 +24,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+import types
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +33,14 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from models import features
+from models import features, stage_spec
 from models.config import IndexConfig
 from models.data import ItemCorpus
 from models.ranking_stage import RankingStage
 from models.retrieval_tower import RetrievalStage
+from models.stage_spec import StageSpec
 
-STAGES: tuple[str, ...] = ("retrieval", "ranking")
+STAGES: tuple[str, ...] = stage_spec.LEGACY_NAMES  # the two-stage default
 # The retrieval export's index report (kind, parameters, recall@K vs brute force), beside the
 # SavedModel where TF Serving ignores it and the pusher reads it.
 INDEX_REPORT = Path("assets.extra") / "index.json"
@@ -367,11 +375,22 @@ def query_embeddings(stage: RetrievalStage, dataset: tf.data.Dataset, limit: int
     return np.concatenate(chunks)
 
 
-class RankingServing(tf.Module):
-    """The ranking stage with the Transform graph and the item table."""
+class RescoreServing(tf.Module):
+    """A rescore stage (ranking, pre-ranking, ...) with the Transform graph and the item table.
 
-    def __init__(self, stage: RankingStage, tf_transform_output: Any, corpus: ItemCorpus) -> None:
-        super().__init__(name="ranking_serving")
+    ``stage`` is any layer called as ``stage(transformed features) -> [B, L]`` logits (e.g.
+    ``RankingStage``); ``serving_default`` scores a request's candidate list ``video_id``
+    ``[B, N]`` (any N) from raw request features.
+    """
+
+    def __init__(
+        self,
+        stage: tf.keras.layers.Layer | RankingStage,
+        tf_transform_output: Any,
+        corpus: ItemCorpus,
+        name: str = "ranking",
+    ) -> None:
+        super().__init__(name=f"{name}_serving")
         self.stage = stage
         self.raw_features = RawFeatures(tf_transform_output)
         self.items = ItemTable(corpus)
@@ -395,12 +414,69 @@ class RankingServing(tf.Module):
         return {"serving_default": serving_default, "serving_tf_example": serving_tf_example}
 
 
+RankingServing = RescoreServing  # the two-stage name
+
+
 def _candidates_spec() -> tf.TensorSpec:
     return tf.TensorSpec([None, None], tf.int64, name="video_id")
 
 
 def _examples_spec() -> tf.TensorSpec:
     return tf.TensorSpec([None], tf.string, name="examples")
+
+
+def export_cascade(
+    model: Any,
+    tf_transform_output: Any,
+    corpus: ItemCorpus,
+    serving_model_dir: str | Path,
+    top_k: int,
+    index: IndexConfig | None = None,
+    recall_queries: np.ndarray | None = None,
+    stages: Sequence[StageSpec] | None = None,
+) -> dict[str, Path]:
+    """Saves every stage of ``model`` to ``<serving_model_dir>/<stage>``; returns the folders.
+
+    Args:
+      model: the trained cascade: ``stage_configs`` (cascade order; any objects with ``name``,
+        ``role``, ``keep``, ``kind``) and ``stage_layers`` (name -> layer), or a two-stage
+        model with ``retrieval`` and ``ranking`` (exported as ``stage_spec.DEFAULT_STAGES``).
+      top_k: K of the retrieval stage's index (its ``serving_default`` returns the top K).
+      index / recall_queries: the retrieval index (default ``IndexConfig()``) and the query
+        embeddings its recall@K against brute force is measured on; the report goes to
+        ``<first stage>/assets.extra/index.json``, where the pusher reads it.
+      stages: override the model's stages (``models.stage_spec.StageSpec``, cascade order).
+
+    Returns:
+      Stage name -> SavedModel folder, in cascade order; ``cascade.json`` beside them names
+      the order (``stage_spec.read_export_spec``).
+    """
+    chain = stage_spec.check_chain(stages) if stages is not None else stage_spec.from_model(model)
+    layers = stage_spec.stage_layers(model, chain)
+    first = chain[0].name
+    retrieval_module = RetrievalServing(
+        layers[first],
+        tf_transform_output,
+        corpus,
+        top_k,
+        index=index,
+        recall_queries=recall_queries,
+    )
+    out: dict[str, Path] = {}
+    for spec in chain:
+        if spec.name == first:
+            module, options = retrieval_module, retrieval_module.save_options()
+        else:
+            module = RescoreServing(layers[spec.name], tf_transform_output, corpus, spec.name)
+            options = None
+        path = Path(serving_model_dir) / spec.name
+        tf.saved_model.save(module, str(path), signatures=module.signatures(), options=options)
+        out[spec.name] = path
+    report_path = out[first] / INDEX_REPORT
+    report_path.parent.mkdir(parents=True, exist_ok=True)
+    report_path.write_text(json.dumps(retrieval_module.index_report, indent=2, sort_keys=True))
+    stage_spec.write_export_spec(serving_model_dir, chain)
+    return out
 
 
 def export_stages(
@@ -413,26 +489,14 @@ def export_stages(
     index: IndexConfig | None = None,
     recall_queries: np.ndarray | None = None,
 ) -> dict[str, Path]:
-    """Saves both stages to ``<serving_model_dir>/{retrieval,ranking}``; returns the folders.
-
-    The retrieval index (``index``, default ``IndexConfig()``) is built here; its report
-    (kind, parameters, build time, recall@K against brute force on ``recall_queries``) is
-    written to ``retrieval/assets.extra/index.json``, where the pusher reads it.
-    """
-    retrieval_module = RetrievalServing(
-        retrieval, tf_transform_output, corpus, top_k, index=index, recall_queries=recall_queries
+    """``export_cascade`` of the two-stage cascade: ``<serving_model_dir>/{retrieval,ranking}``."""
+    model = types.SimpleNamespace(retrieval=retrieval, ranking=ranking)
+    return export_cascade(
+        model,
+        tf_transform_output,
+        corpus,
+        serving_model_dir,
+        top_k,
+        index=index,
+        recall_queries=recall_queries,
     )
-    modules = {
-        "retrieval": retrieval_module,
-        "ranking": RankingServing(ranking, tf_transform_output, corpus),
-    }
-    out = {}
-    for stage, module in modules.items():
-        path = Path(serving_model_dir) / stage
-        options = module.save_options() if isinstance(module, RetrievalServing) else None
-        tf.saved_model.save(module, str(path), signatures=module.signatures(), options=options)
-        out[stage] = path
-    report_path = out["retrieval"] / INDEX_REPORT
-    report_path.parent.mkdir(parents=True, exist_ok=True)
-    report_path.write_text(json.dumps(retrieval_module.index_report, indent=2, sort_keys=True))
-    return out

@@ -234,9 +234,8 @@ def train_and_export(fn_args: Any) -> TrainedCascade:
         base_model=fn_args.base_model,
     )
     corpus = data.item_corpus(fn_args.train_files, tft_output)
-    export_dirs = exporter.export_stages(
-        model.retrieval,
-        model.ranking,
+    export_dirs = exporter.export_cascade(  # every stage, in cascade order, + cascade.json
+        model,
         tft_output,
         corpus,
         fn_args.serving_model_dir,

@@ -190,15 +190,18 @@ def _serving_section(config: PipelineConfig, pusher: NodeOutcome | None) -> str:
             this_run = f"pushed version {pusher.prop('pushed_model', 'pushed_version')}"
         else:
             this_run = f"not pushed: {pusher.prop('pushed_model', 'reason', 'unknown')}"
+    # The stages of the cascade in service, in order (a manifest from before N stages has no
+    # order: retrieval, ranking).
+    order = (manifest or {}).get("order") or ["retrieval", "ranking"]
     versions = {
         stage: sorted(
             (int(p.name) for p in (serving / stage).glob("*") if p.name.isdigit()), reverse=True
         )
-        for stage in ("retrieval", "ranking")
+        for stage in order
     }
     rows = []
     for version in sorted({v for vs in versions.values() for v in vs}, reverse=True):
-        in_service = bool(manifest) and manifest["stages"]["ranking"]["version"] == version
+        in_service = bool(manifest) and manifest["version"] == version
         rows.append(
             [
                 str(version),
@@ -207,7 +210,7 @@ def _serving_section(config: PipelineConfig, pusher: NodeOutcome | None) -> str:
             ]
         )
     served = (
-        f"<p>In service: version <b>{_e(manifest['stages']['ranking']['version'])}</b>, "
+        f"<p>In service: version <b>{_e(manifest['version'])}</b>, "
         f"pushed {_e(manifest.get('pushed_at', ''))}, under <code>{_e(serving)}</code>.</p>"
         if manifest
         else f"<p>Nothing in service under <code>{_e(serving)}</code>.</p>"
@@ -215,7 +218,7 @@ def _serving_section(config: PipelineConfig, pusher: NodeOutcome | None) -> str:
     return (
         '<section id="serving"><h2>Pushed versions</h2>'
         f'<p id="this-push">This run: {_e(this_run)}.</p>{served}'
-        + _table(["version", "retrieval", "ranking", "in service"], rows, "pushed-versions")
+        + _table(["version", *order, "in service"], rows, "pushed-versions")
         + "</section>"
     )
 

@@ -1,10 +1,15 @@
-"""The online cascade service: retrieval's top-K1, re-scored by ranking, top-k returned.
+"""The online cascade service: the manifest's chain of N stages, top-k of the last returned.
+
+Retrieval's top-K1 from the corpus; each later stage re-scores what the previous kept (a
+middle stage keeps its ``keep``); the last stage's best k are the answer.
 
 Endpoints (docs/serving.md has the full reference):
 
-- ``POST /v1/recommend``: ``{"user": {...}, "k": 10}`` -> ``{"items": [...], "versions": {...}}``.
-- ``GET /healthz``: 200 once a pair is loaded, else 503.
-- ``GET /v1/models``: the paired version in use and where each stage runs.
+- ``POST /v1/recommend``: ``{"user": {...}, "k": 10}`` -> ``{"items": [...], "versions": {...}}``
+  (each item has ``<stage>_score`` and ``<stage>_rank`` per stage; ``Server-Timing`` has one
+  entry per stage).
+- ``GET /healthz``: 200 once a cascade is loaded, else 503.
+- ``GET /v1/models``: the version in use, the stage order and where each stage runs.
 - ``GET /metrics``: Prometheus exposition (see ``serving.metrics``).
 
 Errors are JSON ``{"error": {"type", "field", "message"}}``: 422 for a missing, unknown or wrongly
@@ -18,7 +23,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -31,7 +36,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from models import features
-from serving.backends import Backend, BackendError, CascadeResult, ModelPair, StageError
+from serving.backends import Backend, BackendError, CascadeResult, ModelChain, StageError
 from serving.metrics import ServiceMetrics
 from serving.registry import PairRegistry
 
@@ -49,8 +54,12 @@ class ServiceConfig:
 
     Attributes:
       serving_dir: the push dir holding ``manifest.json``.
-      k1: how many of retrieval's top items ranking re-scores (capped by retrieval's export K).
-      max_k: the largest ``k`` a request may ask for (default: ``k1``).
+      k1: how many of retrieval's top items the next stage re-scores (capped by retrieval's
+        export K).
+      stage_keep: stage -> how many items it keeps, for stages between the first and the last
+        (default: the ``keep`` the manifest records for the stage, its training cut-off).
+      max_k: the largest ``k`` a request may ask for (default: ``k1``; a request's k is also
+        capped by the narrowest middle-stage cut-off).
       max_body_bytes: larger request bodies get 413.
       poll_interval_s: how often the manifest is checked for a new pair.
       retry_after_s: the ``Retry-After`` hint of 503 answers.
@@ -58,6 +67,7 @@ class ServiceConfig:
 
     serving_dir: Path
     k1: int = 100
+    stage_keep: Mapping[str, int] = dataclasses.field(default_factory=dict)
     max_k: int | None = None
     max_body_bytes: int = 64 * 1024
     poll_interval_s: float = 2.0
@@ -101,7 +111,7 @@ class FieldError(ValueError):
 
 
 class UnavailableError(RuntimeError):
-    """No pair to serve, or a backend call failed; becomes a 503 with Retry-After."""
+    """No cascade to serve, or a backend call failed; becomes a 503 with Retry-After."""
 
 
 def build_query(user: User, now_ms: int | None = None) -> dict[str, np.ndarray]:
@@ -140,29 +150,22 @@ def build_query(user: User, now_ms: int | None = None) -> dict[str, np.ndarray]:
     return query
 
 
-def encode_items(result: CascadeResult, k: int, pair: ModelPair) -> bytes:
-    """The JSON answer: the ``k`` best items by ranking score (ties keep retrieval's order)."""
-    scores = result.ranking_scores
-    # Stable sort on the negated score: equal scores keep retrieval's order.
+def encode_items(result: CascadeResult, k: int, pair: ModelChain) -> bytes:
+    """The JSON answer: the ``k`` best items by the last stage's score (ties keep the previous
+    stage's order), each with every stage's score and rank (``<stage>_score``,
+    ``<stage>_rank``)."""
+    last = pair.order[-1]
+    scores = result.stage_scores[last]
+    # Stable sort on the negated score: equal scores keep the previous stage's order.
     order = np.argsort(-scores, kind="stable")[:k]
-    items = [
-        {
-            "video_id": video_id,
-            "retrieval_score": retrieval_score,
-            "retrieval_rank": rank + 1,
-            "ranking_score": ranking_score,
-            "ranking_rank": position + 1,
-        }
-        for position, (rank, video_id, retrieval_score, ranking_score) in enumerate(
-            zip(
-                order.tolist(),
-                result.video_id[order].tolist(),
-                result.retrieval_scores[order].tolist(),
-                scores[order].tolist(),
-                strict=True,
-            )
+    columns = {"video_id": result.video_id[order].tolist()}
+    for stage in pair.order:
+        columns[f"{stage}_score"] = result.stage_scores[stage][order].tolist()
+        ranks = result.stage_ranks.get(stage)
+        columns[f"{stage}_rank"] = (
+            [int(r) for r in ranks[order]] if stage != last else list(range(1, len(order) + 1))
         )
-    ]
+    items = [dict(zip(columns, row, strict=True)) for row in zip(*columns.values(), strict=True)]
     versions = {stage: info["version"] for stage, info in pair.stages.items()}
     return orjson.dumps({"items": items, "versions": {"pair": pair.version, **versions}})
 
@@ -267,12 +270,16 @@ def create_app(config: ServiceConfig, backend: Backend) -> FastAPI:
         metrics.reloads.labels("failed").inc()
         metrics.errors.labels("reload", "reload").inc()
 
+    def check(pair: ModelChain) -> None:
+        pair.cut_offs(config.k1, config.stage_keep)  # the cut-offs must name its stages
+
     registry = PairRegistry(
         config.serving_dir,
         backend,
         poll_interval_s=config.poll_interval_s,
         on_swap=on_swap,
         on_reload_failure=on_failure,
+        check=check,
     )
 
     @contextlib.asynccontextmanager
@@ -329,32 +336,42 @@ def create_app(config: ServiceConfig, backend: Backend) -> FastAPI:
         if request.k > config.k_limit:
             raise FieldError("k", f"must be in [1, {config.k_limit}], got {request.k}")
         query = build_query(request.user)
-        pair = registry.current  # held for both stages: one training run per request
+        pair = registry.current  # held for every stage: one training run per request
         if pair is None:
             metrics.errors.labels("request", "unavailable").inc()
-            raise UnavailableError(f"no model pair loaded yet ({registry.last_error})")
+            raise UnavailableError(f"no model loaded yet ({registry.last_error})")
+        narrowest = pair.max_k(config.k1, config.stage_keep)
+        if request.k > narrowest:
+            raise FieldError(
+                "k",
+                f"must be in [1, {narrowest}], got {request.k}: the cascade "
+                f"{list(pair.order)} hands its last stage at most {narrowest} items",
+            )
         try:
-            result = await pair.cascade(query, config.k1)
+            result = await pair.cascade(query, config.k1, config.stage_keep)
             if not np.all(np.isfinite(result.ranking_scores)):
-                raise StageError("ranking", BackendError("non-finite scores"))
+                raise StageError(pair.last, BackendError("non-finite scores"))
         except StageError as err:  # any backend failure is a 503, never a crash
             metrics.errors.labels(err.stage, "backend").inc()
             if not isinstance(err.error, BackendError):
                 log.error("%s stage failed", err.stage, exc_info=err.error)
             raise UnavailableError(f"{err.stage} stage failed: {err.error}") from err
         timings = result.timings_ms
-        metrics.latency.labels("retrieval").observe(timings["retrieval"] / 1e3)
-        metrics.latency.labels("ranking").observe(timings["ranking"] / 1e3)
+        for stage in pair.order:
+            metrics.latency.labels(stage).observe(timings[stage] / 1e3)
         metrics.queue.observe(timings["queue"] / 1e3)
         metrics.batch_size.observe(timings["batch"])
 
         body = encode_items(result, request.k, pair)
         total = time.perf_counter() - started
         metrics.latency.labels("end_to_end").observe(total)
-        timing = (
-            f"queue;dur={timings['queue']:.3f}, retrieval;dur={timings['retrieval']:.3f}, "
-            f"ranking;dur={timings['ranking']:.3f}, total;dur={total * 1e3:.3f}, "
-            f'batch;desc="{int(timings["batch"])}"'
+        timing = ", ".join(
+            [
+                f"queue;dur={timings['queue']:.3f}",
+                *(f"{stage};dur={timings[stage]:.3f}" for stage in pair.order),
+                f"total;dur={total * 1e3:.3f}",
+                f'batch;desc="{int(timings["batch"])}"',
+            ]
         )
         return Response(body, media_type="application/json", headers={"Server-Timing": timing})
 
@@ -376,6 +393,7 @@ def create_app(config: ServiceConfig, backend: Backend) -> FastAPI:
             {
                 "backend": backend.name,
                 "version": pair.version if pair else None,
+                "order": list(pair.order) if pair else [],
                 "stages": pair.describe()["stages"] if pair else {},
                 "pushed_at": manifest.get("pushed_at"),
                 "loaded_at": registry.loaded_at,

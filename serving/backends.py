@@ -1,12 +1,18 @@
-"""Where the two stages run: one interface, in process or through TF Serving (REST or gRPC).
+"""Where the cascade's stages run: one interface, in process or through TF Serving (REST or gRPC).
 
-A ``Backend`` turns a manifest into a ``ModelPair``: both stages of one pushed version, bound
-together. A request takes one pair for its whole life, so its retrieval and ranking calls always
-hit the same training run even while a new pair is being swapped in (see ``registry``).
+A ``Backend`` turns a manifest into a ``ModelChain``: every stage of one pushed version, in the
+manifest's order, bound together. A request takes one chain for its whole life, so all its stage
+calls hit the same training run even while a new version is being swapped in (see
+``registry``).
 
-- ``InProcessBackend``: ``tf.saved_model.load`` of ``<serving_dir>/{retrieval,ranking}/<V>``;
-  signature calls run in a thread pool (TF releases the GIL inside ops), concurrent requests
-  micro-batched into one call per stage (``serving.batching``).
+The chain (``ModelChain.cascade``): the first (retrieval) stage returns its top K1 of the whole
+corpus; each later (rescore) stage scores the list the previous stage kept; a stage between the
+first and the last keeps its best ``keep`` (ties keep the previous stage's order); the last
+stage's scores order the answer (``serving.app.encode_items``).
+
+- ``InProcessBackend``: ``tf.saved_model.load`` of ``<serving_dir>/<stage>/<V>``; signature
+  calls run in a thread pool (TF releases the GIL inside ops), concurrent requests
+  micro-batched into one pass through all stages per batch (``serving.batching``).
 - ``TFServingRestBackend``: TF Serving's REST predict API,
   ``POST <url>/v1/models/<stage>/versions/<V>:predict`` in the columnar ``inputs`` format.
 - ``TFServingGrpcBackend``: ``tensorflow.serving.PredictionService/Predict`` over gRPC.
@@ -37,13 +43,13 @@ from serving.batching import MicroBatcher
 log = logging.getLogger(__name__)
 
 SERVING_DEFAULT = "serving_default"
-# Output names of serving_default per stage (docs/signatures.md).
+# Output names of serving_default per role (docs/signatures.md).
 RETRIEVAL_OUTPUTS: tuple[str, ...] = ("video_id", "scores")
-RANKING_OUTPUTS: tuple[str, ...] = ("scores",)
+RANKING_OUTPUTS: tuple[str, ...] = ("scores",)  # every rescore stage
 
 
 class BackendError(RuntimeError):
-    """A stage call or a pair load failed (model server down, version missing, bad output)."""
+    """A stage call or a chain load failed (model server down, version missing, bad output)."""
 
 
 def _check_outputs(
@@ -55,34 +61,108 @@ def _check_outputs(
     return {n: np.asarray(outputs[n]) for n in names}
 
 
+def _check_finite(stage: str, scores: np.ndarray) -> None:
+    if not np.all(np.isfinite(scores)):
+        raise BackendError(f"{stage}: non-finite scores")
+
+
 @dataclasses.dataclass(frozen=True)
 class CascadeResult:
-    """One request's pass through both stages.
+    """One request's pass through the chain.
 
     Attributes:
-      video_id: int64 ``[N]`` retrieval's top-K1 (padding dropped), in retrieval's order.
-      retrieval_scores: float32 ``[N]`` retrieval's scores of those items.
-      ranking_scores: float32 ``[N]`` ranking's scores of those items.
-      timings_ms: how long each step took for this request: ``retrieval``, ``ranking`` (the
-        stage calls of the batch it ran in), ``queue`` (waiting for a batch slot; 0 for remote
+      video_id: int64 ``[N]`` the list the last stage scored (what the stage before it kept;
+        padding dropped), in the previous stage's order.
+      stage_scores: stage -> float32 ``[N]`` that stage's scores of those items, every stage in
+        cascade order.
+      stage_ranks: stage -> int ``[N]`` the items' 1-based ranks in that stage's list, every
+        stage but the last (the answer's order is the last stage's rank).
+      timings_ms: how long each step took for this request: one entry per stage (the stage
+        calls of the batch it ran in), ``queue`` (waiting for a batch slot; 0 for remote
         backends) and ``batch`` (requests in that batch).
+      retrieved: int64 ``[K1]`` the first stage's top K1 (padding dropped), in its order.
     """
 
     video_id: np.ndarray
-    retrieval_scores: np.ndarray
-    ranking_scores: np.ndarray
+    stage_scores: dict[str, np.ndarray]
+    stage_ranks: dict[str, np.ndarray]
     timings_ms: dict[str, float]
+    retrieved: np.ndarray
+
+    @property
+    def retrieval_scores(self) -> np.ndarray:
+        """The first stage's scores ``[N]`` of ``video_id``."""
+        return next(iter(self.stage_scores.values()))
+
+    @property
+    def ranking_scores(self) -> np.ndarray:
+        """The last stage's scores ``[N]`` of ``video_id`` (what orders the answer)."""
+        return list(self.stage_scores.values())[-1]
 
 
-class ModelPair(abc.ABC):
-    """Both stages of one pushed version. Immutable; safe to share between requests.
+def _stable_order(scores: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+    """Indices sorting each row best first; ties keep the current order, invalid entries last.
+
+    Args:
+      scores: float ``[..., N]``.
+      valid: bool ``[..., N]`` or None (all valid).
+    """
+    key = -scores.astype(np.float64)
+    if valid is not None:
+        key = np.where(valid, key, np.inf)
+    return np.argsort(key, axis=-1, kind="stable")
+
+
+class ModelChain(abc.ABC):
+    """Every stage of one pushed version, in cascade order. Immutable; safe to share.
 
     Shapes: query features are ``[B]`` int64 (``[B, SEQ_LEN]`` for the behaviour sequence).
+
+    Args:
+      version: the pushed version (all stages share it).
+      stages: stage name -> its manifest entry (``model_name``, ``version``, ``role``, ``keep``,
+        ...), in cascade order.
     """
 
     def __init__(self, version: int, stages: dict[str, dict[str, Any]]) -> None:
         self.version = version
         self.stages = stages
+        self.order: tuple[str, ...] = tuple(stages)
+        if len(self.order) < 2:
+            raise BackendError(f"a cascade needs at least 2 stages, got {list(self.order)}")
+
+    @property
+    def first(self) -> str:
+        return self.order[0]
+
+    @property
+    def last(self) -> str:
+        return self.order[-1]
+
+    def cut_offs(self, k1: int, keep: Mapping[str, int] | None = None) -> dict[str, int | None]:
+        """How many items each stage keeps: the first ``k1``, a middle stage its ``keep``
+        (``keep`` overrides the manifest's; None keeps all), the last None (the request's k).
+
+        Raises:
+          ValueError: ``keep`` names a stage that is not between the first and the last.
+        """
+        keep = dict(keep or {})
+        middle = self.order[1:-1]
+        unknown = sorted(set(keep) - set(middle))
+        if unknown:
+            raise ValueError(
+                f"keep: {unknown} not a stage between the first and the last of {list(self.order)}"
+            )
+        cuts: dict[str, int | None] = {self.first: int(k1)}
+        for stage in middle:
+            value = keep.get(stage, self.stages[stage].get("keep"))
+            cuts[stage] = int(value) if value is not None else None
+        cuts[self.last] = None
+        return cuts
+
+    def max_k(self, k1: int, keep: Mapping[str, int] | None = None) -> int:
+        """The most items the last stage can be handed (the narrowest cut before it)."""
+        return min(c for c in self.cut_offs(k1, keep).values() if c is not None)
 
     @abc.abstractmethod
     async def _predict(
@@ -91,52 +171,80 @@ class ModelPair(abc.ABC):
         """Calls ``stage``'s serving_default; returns the named outputs as numpy arrays."""
 
     async def retrieve(self, query: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """Retrieval's top-K: ``(video_id int64 [B, K], scores float32 [B, K])``, best first."""
-        out = await self._predict("retrieval", query, RETRIEVAL_OUTPUTS)
+        """The first stage's top K: ``(video_id int64 [B, K], scores float32 [B, K])``."""
+        out = await self._predict(self.first, query, RETRIEVAL_OUTPUTS)
         return out["video_id"].astype(np.int64), out["scores"].astype(np.float32)
 
-    async def rank(self, query: dict[str, np.ndarray], video_id: np.ndarray) -> np.ndarray:
-        """Ranking's scores float32 ``[B, N]`` of the candidates ``video_id`` int64 ``[B, N]``."""
-        out = await self._predict("ranking", {**query, "video_id": video_id}, RANKING_OUTPUTS)
+    async def rescore(
+        self, stage: str, query: dict[str, np.ndarray], video_id: np.ndarray
+    ) -> np.ndarray:
+        """``stage``'s scores float32 ``[B, N]`` of the candidates ``video_id`` int64 ``[B, N]``."""
+        out = await self._predict(stage, {**query, "video_id": video_id}, RANKING_OUTPUTS)
         scores = out["scores"].astype(np.float32)
         if scores.shape != video_id.shape:
-            raise BackendError(f"ranking: scores shape {scores.shape} != {video_id.shape}")
+            raise BackendError(f"{stage}: scores shape {scores.shape} != {video_id.shape}")
         return scores
 
-    async def cascade(self, query: dict[str, np.ndarray], k1: int) -> CascadeResult:
-        """Retrieval's top-``k1`` for one request (batch of 1), re-scored by ranking.
+    async def rank(self, query: dict[str, np.ndarray], video_id: np.ndarray) -> np.ndarray:
+        """The last stage's scores float32 ``[B, N]`` of ``video_id`` ``[B, N]``."""
+        return await self.rescore(self.last, query, video_id)
+
+    async def probe(self, query: dict[str, np.ndarray]) -> None:
+        """One call per stage (retrieval, then each rescore stage on 2 of its items)."""
+        video_id, _ = await self.retrieve(query)
+        for stage in self.order[1:]:
+            await self.rescore(stage, query, video_id[:, :2])
+
+    async def cascade(
+        self, query: dict[str, np.ndarray], k1: int, keep: Mapping[str, int] | None = None
+    ) -> CascadeResult:
+        """The chain for one request (batch of 1): retrieval's top ``k1``, each later stage
+        re-scoring what the previous kept (``cut_offs``).
 
         Raises:
           StageError: a stage failed (``stage`` names it).
         """
-        t0 = time.perf_counter()
+        cuts = self.cut_offs(k1, keep)
+        timings: dict[str, float] = {"queue": 0.0}
+        started = time.perf_counter()
         try:
-            video_id, retrieval_scores = await self.retrieve(query)
+            video_id, scores = await self.retrieve(query)
         except Exception as err:
-            raise StageError("retrieval", err) from err
-        t1 = time.perf_counter()
-        keep = video_id[0, :k1] != features.PAD_ID
-        candidates = video_id[:, :k1][:, keep]
-        try:
-            ranking_scores = await self.rank(query, candidates)
-        except Exception as err:
-            raise StageError("ranking", err) from err
-        t2 = time.perf_counter()
-        timings = {"queue": 0.0, "retrieval": (t1 - t0) * 1e3, "ranking": (t2 - t1) * 1e3}
-        return CascadeResult(
-            candidates[0],
-            retrieval_scores[0, :k1][keep],
-            ranking_scores[0],
-            {**timings, "batch": 1.0},
-        )
+            raise StageError(self.first, err) from err
+        now = time.perf_counter()
+        timings[self.first] = (now - started) * 1e3
+        keep_mask = video_id[0, :k1] != features.PAD_ID
+        ids = video_id[0, :k1][keep_mask]
+        retrieved = ids
+        stage_scores = {self.first: scores[0, :k1][keep_mask]}
+        stage_ranks = {self.first: np.arange(1, len(ids) + 1)}
+        for stage in self.order[1:]:
+            begun = time.perf_counter()
+            try:
+                rescored = (await self.rescore(stage, query, ids[None, :]))[0]
+                _check_finite(stage, rescored)
+            except Exception as err:
+                raise StageError(stage, err) from err
+            stage_scores[stage] = rescored
+            if stage != self.last:
+                picked = _stable_order(rescored)[: cuts[stage]]
+                ids = ids[picked]
+                stage_scores = {name: v[picked] for name, v in stage_scores.items()}
+                stage_ranks = {name: v[picked] for name, v in stage_ranks.items()}
+                stage_ranks[stage] = np.arange(1, len(ids) + 1)
+            timings[stage] = (time.perf_counter() - begun) * 1e3
+        return CascadeResult(ids, stage_scores, stage_ranks, {**timings, "batch": 1.0}, retrieved)
 
     def describe(self) -> dict[str, Any]:
-        """What ``GET /v1/models`` shows for this pair."""
-        return {"version": self.version, "stages": self.stages}
+        """What ``GET /v1/models`` shows for this chain."""
+        return {"version": self.version, "order": list(self.order), "stages": self.stages}
+
+
+ModelPair = ModelChain  # the two-stage name
 
 
 class StageError(RuntimeError):
-    """A stage of ``ModelPair.cascade`` failed; ``stage`` is "retrieval" or "ranking"."""
+    """A stage of ``ModelChain.cascade`` failed; ``stage`` names it."""
 
     def __init__(self, stage: str, error: BaseException) -> None:
         super().__init__(f"{stage}: {error}")
@@ -156,8 +264,8 @@ class Backend(abc.ABC):
         """Releases connections and threads."""
 
     @abc.abstractmethod
-    async def load_pair(self, serving_dir: Path, manifest: dict[str, Any]) -> ModelPair:
-        """Returns the pair the manifest names, ready to serve.
+    async def load_pair(self, serving_dir: Path, manifest: dict[str, Any]) -> ModelChain:
+        """Returns the chain the manifest names (every stage, in order), ready to serve.
 
         Raises:
           BackendError: a stage of the version cannot be loaded or is not available yet.
@@ -167,13 +275,13 @@ class Backend(abc.ABC):
 # --- in process ------------------------------------------------------------------------------
 
 
-class _InProcessPair(ModelPair):
-    """Both signatures in this process; requests micro-batched into one pass per batch.
+class _InProcessPair(ModelChain):
+    """Every stage's signature in this process; requests micro-batched into one pass per batch.
 
-    ``cascade`` runs a whole batch through both stages in one executor job: the query tensors
-    are built once and fed to retrieval, retrieval's top-K1 goes to ranking as it is (no trip
+    ``cascade`` runs a whole batch through the chain in one executor job: the query tensors are
+    built once and fed to retrieval, each stage's kept list goes to the next as it is (no trip
     through the event loop between the stages), and each stage is one signature call of
-    ``[B, ...]``. ``retrieve`` / ``rank`` batch each stage on its own (probes, other callers).
+    ``[B, ...]``. ``retrieve`` / ``rescore`` batch each stage on its own (probes, other callers).
     """
 
     def __init__(self, version, stages, signatures, executor, max_batch: int, max_inflight: int):
@@ -182,14 +290,14 @@ class _InProcessPair(ModelPair):
         self._executor = executor
         self._max_batch = max_batch
         self._max_inflight = max_inflight
-        # Batchers are owned by the pair: a swapped-out pair drains its own queues.
+        # Batchers are owned by the chain: a swapped-out chain drains its own queues.
         self.batchers = {
             stage: MicroBatcher(
                 functools.partial(self._call, stage), executor, max_batch, max_inflight
             )
             for stage in signatures
         }
-        self.cascade_batchers: dict[int, MicroBatcher] = {}  # k1 -> batcher
+        self.cascade_batchers: dict[tuple, MicroBatcher] = {}  # cut-offs -> batcher
 
     def _tensors(self, stage: str, inputs: Mapping[str, Any]) -> dict[str, Any]:
         import tensorflow as tf
@@ -216,83 +324,113 @@ class _InProcessPair(ModelPair):
         outputs = await self.batchers[stage](inputs)
         return _check_outputs(stage, outputs, output_names)
 
-    def _cascade_batch(self, k1: int, query: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Both stages over a batch ``query`` ``[B, ...]`` (runs in the executor)."""
+    def _rescore_batch(
+        self,
+        stage: str,
+        tensors: dict[str, Any],
+        query: dict[str, np.ndarray],
+        video_id: np.ndarray,
+        valid: np.ndarray,
+    ) -> np.ndarray:
+        """``stage``'s scores ``[B, N]`` of ``video_id`` ``[B, N]``; NaN where not ``valid``."""
         import tensorflow as tf
 
+        if valid.all():
+            out = self._run(stage, {**tensors, "video_id": tf.constant(video_id)})
+            scores = np.asarray(_check_outputs(stage, out, RANKING_OUTPUTS)["scores"], np.float32)
+        else:  # a corpus smaller than K1: score each request's real candidates only
+            scores = np.full(video_id.shape, np.nan, np.float32)
+            for row in range(len(video_id)):
+                inputs = {k: v[row : row + 1] for k, v in query.items()}
+                inputs["video_id"] = video_id[row : row + 1, valid[row]]
+                scores[row, valid[row]] = self._call(stage, inputs)["scores"][0]
+        if scores.shape != video_id.shape:
+            raise BackendError(f"{stage}: scores shape {scores.shape} != {video_id.shape}")
+        _check_finite(stage, scores[valid])
+        return scores
+
+    def _cascade_batch(
+        self, cuts: Mapping[str, int | None], query: dict[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        """The chain over a batch ``query`` ``[B, ...]`` (runs in the executor).
+
+        Returns arrays with the batch axis first: ``video_id`` / ``valid`` ``[B, N]`` (the last
+        stage's list), ``<stage>_scores`` ``[B, N]`` per stage, ``<stage>_rank`` ``[B, N]`` per
+        stage but the last, ``retrieved`` ``[B, K1]``, ``<stage>_ms``, ``started``, ``batch``.
+        """
         started = time.perf_counter()
         batch = len(query["user_id"])
+        first = self.first
+        k1 = cuts[first]
         try:
-            tensors = self._tensors("retrieval", query)
-            retrieved = _check_outputs(
-                "retrieval", self._run("retrieval", tensors), RETRIEVAL_OUTPUTS
-            )
+            tensors = self._tensors(first, query)
+            retrieved = _check_outputs(first, self._run(first, tensors), RETRIEVAL_OUTPUTS)
         except Exception as err:
-            raise StageError("retrieval", err) from err
-        t1 = time.perf_counter()
-        video_id = retrieved["video_id"][:, :k1].astype(np.int64)
-        retrieval_scores = retrieved["scores"][:, :k1].astype(np.float32)
-        valid = video_id != features.PAD_ID
-        try:
-            if valid.all():
-                ranked = self._run("ranking", {**tensors, "video_id": tf.constant(video_id)})
-                ranking_scores = _check_outputs("ranking", ranked, RANKING_OUTPUTS)["scores"]
-            else:  # a corpus smaller than K1: rank each request's real candidates only
-                ranking_scores = np.full(video_id.shape, np.nan, np.float32)
-                for row in range(batch):
-                    inputs = {k: v[row : row + 1] for k, v in query.items()}
-                    inputs["video_id"] = video_id[row : row + 1, valid[row]]
-                    scores = self._call("ranking", inputs)["scores"]
-                    ranking_scores[row, valid[row]] = scores[0]
-            ranking_scores = np.asarray(ranking_scores, np.float32)
-            if ranking_scores.shape != video_id.shape:
-                raise BackendError(
-                    f"ranking: scores shape {ranking_scores.shape} != {video_id.shape}"
-                )
-        except Exception as err:
-            raise StageError("ranking", err) from err
-        t2 = time.perf_counter()
+            raise StageError(first, err) from err
+        now = time.perf_counter()
         per_request = np.ones(batch)
-        return {
-            "video_id": video_id,
-            "retrieval_scores": retrieval_scores,
-            "ranking_scores": ranking_scores,
-            "valid": valid,
-            "started": per_request * started,
-            "retrieval_ms": per_request * (t1 - started) * 1e3,
-            "ranking_ms": per_request * (t2 - t1) * 1e3,
-            "batch": per_request * batch,
-        }
+        out: dict[str, np.ndarray] = {f"{first}_ms": per_request * (now - started) * 1e3}
+        video_id = retrieved["video_id"][:, :k1].astype(np.int64)
+        valid = video_id != features.PAD_ID
+        positions = np.broadcast_to(np.arange(1, video_id.shape[1] + 1), video_id.shape)
+        scores = {first: retrieved["scores"][:, :k1].astype(np.float32)}
+        ranks = {first: positions}
+        out["retrieved"] = video_id
+        for stage in self.order[1:]:
+            begun = time.perf_counter()
+            try:
+                scores[stage] = self._rescore_batch(stage, tensors, query, video_id, valid)
+            except Exception as err:
+                raise StageError(stage, err) from err
+            if stage != self.last:
+                picked = _stable_order(scores[stage], valid)[:, : cuts[stage]]
 
-    async def cascade(self, query: dict[str, np.ndarray], k1: int) -> CascadeResult:
-        batcher = self.cascade_batchers.get(k1)
+                def take(values: np.ndarray, picked: np.ndarray = picked) -> np.ndarray:
+                    return np.take_along_axis(values, picked, axis=1)
+
+                video_id, valid = take(video_id), take(valid)
+                scores = {name: take(v) for name, v in scores.items()}
+                ranks = {name: take(v) for name, v in ranks.items()}
+                ranks[stage] = np.broadcast_to(np.arange(1, picked.shape[1] + 1), picked.shape)
+            out[f"{stage}_ms"] = per_request * (time.perf_counter() - begun) * 1e3
+        out.update(video_id=video_id, valid=valid, started=per_request * started)
+        out["batch"] = per_request * batch
+        out.update({f"{name}_scores": v for name, v in scores.items()})
+        out.update({f"{name}_rank": np.ascontiguousarray(v) for name, v in ranks.items()})
+        return out
+
+    async def cascade(
+        self, query: dict[str, np.ndarray], k1: int, keep: Mapping[str, int] | None = None
+    ) -> CascadeResult:
+        cuts = self.cut_offs(k1, keep)
+        key = tuple(cuts.items())
+        batcher = self.cascade_batchers.get(key)
         if batcher is None:
             batcher = MicroBatcher(
-                functools.partial(self._cascade_batch, k1),
+                functools.partial(self._cascade_batch, cuts),
                 self._executor,
                 self._max_batch,
                 self._max_inflight,
             )
-            self.cascade_batchers[k1] = batcher
+            self.cascade_batchers[key] = batcher
         enqueued = time.perf_counter()
         out = await batcher(query)
-        keep = out["valid"][0]
-        timings = {
-            "queue": max(0.0, (float(out["started"][0]) - enqueued) * 1e3),
-            "retrieval": float(out["retrieval_ms"][0]),
-            "ranking": float(out["ranking_ms"][0]),
-            "batch": float(out["batch"][0]),
-        }
+        valid = out["valid"][0]
+        timings = {"queue": max(0.0, (float(out["started"][0]) - enqueued) * 1e3)}
+        timings.update({stage: float(out[f"{stage}_ms"][0]) for stage in self.order})
+        timings["batch"] = float(out["batch"][0])
+        retrieved = out["retrieved"][0]
         return CascadeResult(
-            out["video_id"][0][keep],
-            out["retrieval_scores"][0][keep],
-            out["ranking_scores"][0][keep],
-            timings,
+            video_id=out["video_id"][0][valid],
+            stage_scores={stage: out[f"{stage}_scores"][0][valid] for stage in self.order},
+            stage_ranks={stage: out[f"{stage}_rank"][0][valid] for stage in self.order[:-1]},
+            timings_ms=timings,
+            retrieved=retrieved[retrieved != features.PAD_ID],
         )
 
 
 class InProcessBackend(Backend):
-    """Both SavedModels loaded with ``tf.saved_model.load`` in this process (no TF Serving).
+    """Every stage's SavedModel loaded with ``tf.saved_model.load`` in this process (no TF Serving).
 
     Args:
       max_batch: most requests one batch serves (``serving.batching``; 1 disables batching).
@@ -333,8 +471,7 @@ class InProcessBackend(Backend):
         from serving import custom_ops
 
         signatures, stages = {}, {}
-        for stage in manifest_lib.STAGES:
-            entry = manifest["stages"][stage]
+        for stage, entry in manifest_lib.chain(manifest):
             path = serving_dir / entry["path"]
             try:
                 custom_ops.load_for(path)
@@ -342,10 +479,8 @@ class InProcessBackend(Backend):
                 signatures[stage] = model.signatures[SERVING_DEFAULT]
             except (OSError, KeyError, ValueError, tf.errors.OpError) as err:
                 raise BackendError(f"{stage}: cannot load {path}: {err}") from err
-            stages[stage] = {"model_name": entry["model_name"], "version": int(entry["version"])}
+            stages[stage] = _stage_entry(entry)
             stages[stage]["path"] = str(path)
-            if "index" in entry:
-                stages[stage]["index"] = entry["index"]
         return _InProcessPair(
             int(manifest["version"]),
             stages,
@@ -389,10 +524,19 @@ def configure_tf_threads(intra_op: int | None, inter_op: int | None) -> None:
             log.warning("TensorFlow thread pools already fixed; keeping them (%s)", err)
 
 
+def _stage_entry(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """What a chain keeps of a manifest stage entry (shown by ``GET /v1/models``)."""
+    out = {"model_name": entry["model_name"], "version": int(entry["version"])}
+    for key in ("role", "keep", "kind", "index"):
+        if entry.get(key) is not None:
+            out[key] = entry[key]
+    return out
+
+
 # --- TF Serving ------------------------------------------------------------------------------
 
 
-class _RemotePair(ModelPair):
+class _RemotePair(ModelChain):
     def __init__(self, version, stages, backend: _TFServingBackend) -> None:
         super().__init__(version, stages)
         self._backend = backend
@@ -406,7 +550,7 @@ class _RemotePair(ModelPair):
 
 
 class _TFServingBackend(Backend):
-    """Shared part of the REST and gRPC clients: pair loading by model name and version."""
+    """Shared part of the REST and gRPC clients: chain loading by model name and version."""
 
     def __init__(self, url: str, timeout_s: float) -> None:
         self.url = url
@@ -429,11 +573,9 @@ class _TFServingBackend(Backend):
 
     async def load_pair(self, serving_dir, manifest):
         stages = {}
-        for stage in manifest_lib.STAGES:
-            entry = manifest["stages"][stage]
-            name, version = entry["model_name"], int(entry["version"])
-            await self.check_available(name, version)
-            stages[stage] = {"model_name": name, "version": version, "url": self.url}
+        for stage, entry in manifest_lib.chain(manifest):
+            await self.check_available(entry["model_name"], int(entry["version"]))
+            stages[stage] = {**_stage_entry(entry), "url": self.url}
         return _RemotePair(int(manifest["version"]), stages, self)
 
 

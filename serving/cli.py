@@ -10,14 +10,14 @@ from pathlib import Path
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--serving-dir", required=True, help="push dir holding manifest.json and both stages"
+        "--serving-dir", required=True, help="push dir holding manifest.json and every stage"
     )
     parser.add_argument(
         "--backend",
         choices=("inprocess", "tfserving"),
         default="inprocess",
-        help="inprocess: tf.saved_model.load both stages here (default); tfserving: call TF "
-        "Serving by model name and the manifest's paired version",
+        help="inprocess: tf.saved_model.load every stage here (default); tfserving: call TF "
+        "Serving by model name and the manifest's version",
     )
     parser.add_argument(
         "--tfserving-url",
@@ -26,7 +26,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default loopback)")
     parser.add_argument("--port", type=int, default=8080)
-    parser.add_argument("--k1", type=int, default=100, help="retrieval items ranking re-scores")
+    parser.add_argument(
+        "--k1", type=int, default=100, help="retrieval items the next stage re-scores"
+    )
+    parser.add_argument(
+        "--keep",
+        action="append",
+        default=[],
+        metavar="STAGE=K",
+        help="items a middle stage keeps (repeatable; default: the manifest's keep of the stage)",
+    )
     parser.add_argument("--max-k", type=int, default=None, help="largest k (default: --k1)")
     parser.add_argument("--poll-interval", type=float, default=2.0, help="manifest poll, s")
     parser.add_argument("--max-body-bytes", type=int, default=64 * 1024)
@@ -68,6 +77,11 @@ def run(args: argparse.Namespace) -> int:
     if args.k1 < 1 or (args.max_k is not None and not 1 <= args.max_k <= args.k1):
         print("lcron serve: error: need --k1 >= 1 and 1 <= --max-k <= --k1", file=sys.stderr)
         return 2
+    try:
+        stage_keep = parse_keep(args.keep)
+    except ValueError as err:
+        print(f"lcron serve: error: --keep: {err}", file=sys.stderr)
+        return 2
 
     import uvicorn
 
@@ -91,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
     config = ServiceConfig(
         serving_dir=Path(args.serving_dir),
         k1=args.k1,
+        stage_keep=stage_keep,
         max_k=args.max_k,
         max_body_bytes=args.max_body_bytes,
         poll_interval_s=args.poll_interval,
@@ -98,3 +113,16 @@ def run(args: argparse.Namespace) -> int:
     app = create_app(config, backend)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
     return 0
+
+
+def parse_keep(values: list[str]) -> dict[str, int]:
+    """``["prerank=30", ...]`` -> ``{"prerank": 30}``; a value must be a positive integer."""
+    out: dict[str, int] = {}
+    for value in values:
+        stage, sep, k = value.partition("=")
+        if not sep or not stage or not k.isdigit() or int(k) < 1:
+            raise ValueError(f"{value!r} is not STAGE=K with K a positive integer")
+        if stage in out:
+            raise ValueError(f"stage {stage!r} given twice")
+        out[stage] = int(k)
+    return out

@@ -3,12 +3,13 @@
 Each service instance owns its ``CollectorRegistry`` so several services (tests) can coexist.
 
 - ``lcron_requests_total{endpoint, code}``: HTTP requests by endpoint and status code.
-- ``lcron_errors_total{stage, kind}``: errors; stage in retrieval|ranking|request|reload, kind in
-  validation|backend|unavailable|reload.
-- ``lcron_latency_seconds{stage}``: histogram per stage (retrieval, ranking) and end_to_end.
+- ``lcron_errors_total{stage, kind}``: errors; stage is a cascade stage's name (retrieval,
+  ranking, ...) or request|reload, kind in validation|backend|unavailable|reload.
+- ``lcron_latency_seconds{stage}``: histogram per cascade stage and end_to_end.
 - ``lcron_queue_seconds``: time a request waited for a batch slot (in-process backend).
 - ``lcron_batch_size``: requests per batch that requests ran in (in-process backend).
-- ``lcron_pair_version``: the paired version in service; ``lcron_reloads_total{outcome}``.
+- ``lcron_pair_version``: the cascade's version in service (all stages share it);
+  ``lcron_reloads_total{outcome}``.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ class ServiceMetrics:
         )
         self.latency = prom.Histogram(
             "lcron_latency_seconds",
-            "Latency per stage (retrieval, ranking) and end to end.",
+            "Latency per cascade stage and end to end.",
             ["stage"],
             buckets=LATENCY_BUCKETS,
             registry=self.registry,

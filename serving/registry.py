@@ -1,10 +1,11 @@
-"""The pair in service: polls the push manifest and swaps to a new pair atomically.
+"""The cascade in service: polls the push manifest and swaps to a new N-tuple atomically.
 
-Swap protocol: a new manifest version is loaded through the backend and probed with one request
-per stage *before* it replaces the current pair, by a single reference assignment. A request
-reads ``registry.current`` once and keeps that pair for both stages, so requests in flight during
-a swap finish on the old pair and no request mixes two training runs. A pair that fails to load
-or answer is not swapped in; the previous pair stays in service and the next poll retries.
+Swap protocol: a new manifest version is loaded through the backend (every stage the manifest
+names, in its order) and probed with one request per stage *before* it replaces the current
+chain, by a single reference assignment. A request reads ``registry.current`` once and keeps that
+chain for all its stages, so requests in flight during a swap finish on the old chain and no
+request mixes two training runs. A chain that fails to load, answer or pass ``check`` is not
+swapped in; the previous chain stays in service and the next poll retries.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import numpy as np
 
 from models import features
 from serving import manifest as manifest_lib
-from serving.backends import Backend, BackendError, ModelPair
+from serving.backends import Backend, BackendError, ModelChain
 
 log = logging.getLogger(__name__)
 
@@ -40,33 +41,40 @@ def probe_query(batch: int = 1) -> dict[str, np.ndarray]:
 
 
 class PairRegistry:
-    """Holds the current ``ModelPair`` and keeps it in step with ``manifest.json``."""
+    """Holds the current ``ModelChain`` and keeps it in step with ``manifest.json``.
+
+    Args:
+      check: called on a loaded chain before it is swapped in (e.g. the service's per-stage
+        cut-offs must name its stages); a ValueError keeps the previous chain.
+    """
 
     def __init__(
         self,
         serving_dir: str | Path,
         backend: Backend,
         poll_interval_s: float = 2.0,
-        on_swap: Callable[[ModelPair], None] | None = None,
+        on_swap: Callable[[ModelChain], None] | None = None,
         on_reload_failure: Callable[[str], None] | None = None,
+        check: Callable[[ModelChain], None] | None = None,
     ) -> None:
         self.serving_dir = Path(serving_dir)
         self.backend = backend
         self.poll_interval_s = poll_interval_s
-        self.current: ModelPair | None = None
+        self.current: ModelChain | None = None
         self.loaded_at: str | None = None
         self.manifest: dict[str, Any] | None = None
         self.last_error: str | None = None
         self._on_swap = on_swap
         self._on_reload_failure = on_reload_failure
+        self._check = check
         self._task: asyncio.Task | None = None
         self._lock = asyncio.Lock()
 
     async def refresh(self) -> bool:
-        """Loads the manifest's pair if it differs from the current one.
+        """Loads the manifest's chain if its version differs from the current one.
 
         Returns:
-          True when a new pair was swapped in.
+          True when a new chain was swapped in.
         """
         async with self._lock:  # one load at a time; polls never overlap
             try:
@@ -82,9 +90,9 @@ class PairRegistry:
             started = time.perf_counter()
             try:
                 pair = await self.backend.load_pair(self.serving_dir, manifest)
-                query = probe_query()
-                video_id, _ = await pair.retrieve(query)
-                await pair.rank(query, video_id[:, :2])
+                if self._check is not None:
+                    self._check(pair)
+                await pair.probe(probe_query())
             except (BackendError, OSError, ValueError, KeyError) as err:
                 return self._failed(f"version {version}: {err}")
             previous = self.current.version if self.current is not None else None
@@ -93,7 +101,8 @@ class PairRegistry:
             self.loaded_at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
             self.last_error = None
             log.info(
-                "serving pair version %d (was %s), loaded in %.2fs",
+                "serving cascade %s version %d (was %s), loaded in %.2fs",
+                list(pair.order),
                 version,
                 previous,
                 time.perf_counter() - started,
@@ -104,7 +113,7 @@ class PairRegistry:
 
     def _failed(self, message: str) -> bool:
         self.last_error = message
-        log.warning("pair reload failed, keeping version %s: %s", self.version, message)
+        log.warning("cascade reload failed, keeping version %s: %s", self.version, message)
         if self._on_reload_failure is not None:
             self._on_reload_failure(message)
         return False
@@ -118,11 +127,11 @@ class PairRegistry:
             await asyncio.sleep(self.poll_interval_s)
             try:
                 await self.refresh()
-            except Exception:  # the poller must outlive any surprise; the old pair keeps serving
+            except Exception:  # the poller must outlive any surprise; the old chain keeps serving
                 log.exception("unexpected error while polling %s", self.serving_dir)
 
     async def start(self) -> None:
-        """Loads the current pair (if any) and starts polling."""
+        """Loads the current chain (if any) and starts polling."""
         await self.refresh()
         self._task = asyncio.create_task(self._poll(), name="lcron-manifest-poll")
 

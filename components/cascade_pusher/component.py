@@ -1,8 +1,9 @@
-"""TFX component spec of the paired push (Pusher's role for a two-stage cascade).
+"""TFX component spec of the cascade push (Pusher's role for an N-stage cascade).
 
-TFX's Pusher pushes one model per instance and picks its own version per push, so two Pushers
-would give the stages unrelated versions. This component pushes both SavedModels of one Trainer
-run under one version, atomically (see ``pair_push``), after validating them in a fresh process.
+TFX's Pusher pushes one model per instance and picks its own version per push, so N Pushers
+would give the stages unrelated versions. This component pushes every stage's SavedModel of one
+Trainer run under one version, atomically (see ``pair_push``), after validating them in a fresh
+process.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ class CascadePusherSpec(types.ComponentSpec):
 
 
 class CascadePusher(base_component.BaseComponent):
-    """Pushes a blessed cascade (both stages) into a TF Serving model base; skips otherwise."""
+    """Pushes a blessed cascade (every stage) into a TF Serving model base; skips otherwise."""
 
     SPEC_CLASS = CascadePusherSpec
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
@@ -49,7 +50,7 @@ class CascadePusher(base_component.BaseComponent):
         warmup_requests: int = 32,
         min_index_recall: float = 0.95,
     ):
-        """Args: see ``pair_push.push_pair``; ``min_index_recall`` is the recall@K floor of an
+        """Args: see ``pair_push.push_cascade``; ``min_index_recall`` is the recall@K floor of an
         approximate retrieval index (measured at export): below it the push fails."""
         spec = CascadePusherSpec(
             model=model,

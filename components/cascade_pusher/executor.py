@@ -1,4 +1,4 @@
-"""Executor of CascadePusher: push both stages if blessed, record what happened."""
+"""Executor of CascadePusher: push every stage if blessed, record what happened."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from tfx.types import artifact_utils
 
 from components.cascade_evaluator import evaluation
 from components.cascade_pusher import pair_push, warmup
+from models import stage_spec
 
 
 class Executor(base_executor.BaseExecutor):
@@ -51,15 +52,18 @@ class Executor(base_executor.BaseExecutor):
             report = json.loads((Path(evaluations[0].uri) / "metrics.json").read_text())
             metrics["evaluation"] = report["candidate"]["overall"]
 
+        stages, export_dirs = stage_spec.export_stage_dirs(model.uri)
         files = evaluation.split_files(examples.uri, exec_properties["eval_split"])
         records = warmup.warmup_records(
             _read_records(files, exec_properties["warmup_requests"]),
             limit=exec_properties["warmup_requests"],
+            stages=stages,
         )
-        version = pair_push.push_pair(
-            evaluation.stage_export_dirs(model.uri),
+        version = pair_push.push_cascade(
+            export_dirs,
             serving_dir,
             records,
+            stages=stages,
             metrics=metrics,
             min_index_recall=exec_properties.get("min_index_recall"),
         )
@@ -73,7 +77,7 @@ class Executor(base_executor.BaseExecutor):
 
 
 def _serving_model(serving_dir: str) -> str | None:
-    """The Trainer model URI of the pair in service, as recorded by the last push."""
+    """The Trainer model URI of the cascade in service, as recorded by the last push."""
     from serving import manifest as manifest_lib
 
     try:

@@ -1,22 +1,26 @@
-"""Atomic push of a paired (retrieval, ranking) export into a TF Serving model base.
+"""Atomic push of a cascade's N stage exports, as one version, into a TF Serving model base.
 
 Layout written (TF Serving's convention of integer version folders per model):
 
-    <serving_dir>/retrieval/<version>/      SavedModel (+ assets.extra/tf_serving_warmup_requests)
-    <serving_dir>/ranking/<version>/        SavedModel (+ warmup)
-    <serving_dir>/models.config             TF Serving model config pinned to <version>
-    <serving_dir>/manifest.json             the paired version: the push's commit point
+    <serving_dir>/<stage>/<version>/        SavedModel per stage, in cascade order (retrieval,
+                                            ..., ranking) + assets.extra/tf_serving_warmup_requests
+    <serving_dir>/models.config             TF Serving model config: every stage pinned to <version>
+    <serving_dir>/manifest.json             the N-tuple's version and order: the commit point
 
-Why this order: both SavedModels are staged and validated in a fresh process first, then each is
-moved into place with one ``os.rename`` (atomic on one filesystem), then ``models.config`` and
-last ``manifest.json`` are replaced atomically. The cascade service serves the pair that
-``manifest.json`` names and TF Serving the versions ``models.config`` pins, so a crash at any
-point leaves the previous complete pair in service; leftovers of a crashed push (staging, or
-version folders newer than the manifest) are removed by the next push.
+Why this order: every stage's SavedModel is staged and validated in a fresh process first, then
+each is moved into place with one ``os.rename`` (atomic on one filesystem), then
+``models.config`` and last ``manifest.json`` are replaced atomically. The cascade service serves
+the N-tuple that ``manifest.json`` names and TF Serving the versions ``models.config`` pins, so a
+crash at any point leaves the previous complete N-tuple in service; leftovers of a crashed push
+(staging, or version folders newer than the manifest) are removed by the next push.
+
+``push_cascade`` is the N-stage push; ``push_pair`` (the two-stage call shape, a dict of
+``retrieval`` and ``ranking`` folders) is the same push with the default stages.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -24,18 +28,20 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from models import stage_spec
+from models.stage_spec import StageSpec
 from serving import manifest as manifest_lib
 
-STAGES: tuple[str, ...] = ("retrieval", "ranking")
+STAGES: tuple[str, ...] = stage_spec.LEGACY_NAMES  # the two-stage default
 STAGING = ".staging"
 WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
 
 
 class PushValidationError(RuntimeError):
-    """The staged pair failed to load or answer in a fresh process; nothing was pushed."""
+    """The staged N-tuple failed to load or answer in a fresh process; nothing was pushed."""
 
 
 class IndexRecallError(PushValidationError):
@@ -47,7 +53,9 @@ class IndexRecallError(PushValidationError):
 INDEX_REPORT = Path("assets.extra") / "index.json"
 
 
-def check_index(retrieval_dir: Path, min_recall: float | None) -> dict | None:
+def check_index(
+    retrieval_dir: Path, min_recall: float | None, stage: str = "retrieval"
+) -> dict | None:
     """Reads the retrieval export's index report and enforces the recall floor.
 
     An exact (brute-force) index passes. An approximate index (one whose graph calls ScaNN's
@@ -73,12 +81,12 @@ def check_index(retrieval_dir: Path, min_recall: float | None) -> dict | None:
     recall = (report or {}).get("recall_at_k")
     if recall is None:
         raise IndexRecallError(
-            f"retrieval: approximate index with no measured recall ({path} missing or without "
+            f"{stage}: approximate index with no measured recall ({path} missing or without "
             f"recall_at_k); refusing to push below the floor {min_recall}"
         )
     if recall < min_recall:
         raise IndexRecallError(
-            f"retrieval: index {report.get('kind')} recall@{report.get('k')} against brute force "
+            f"{stage}: index {report.get('kind')} recall@{report.get('k')} against brute force "
             f"is {recall:.4f} on {report.get('recall_queries')} eval queries, below the floor "
             f"{min_recall}; not pushed (search more leaves or re-score more candidates: "
             f"training.index.num_leaves_to_search / num_reordering_candidates)"
@@ -86,33 +94,50 @@ def check_index(retrieval_dir: Path, min_recall: float | None) -> dict | None:
     return report
 
 
-def existing_versions(serving_dir: Path) -> list[int]:
-    """Integer version folders present under any stage, ascending."""
+def _stage_names(serving_dir: Path, stages: Sequence[str] = ()) -> list[str]:
+    """``stages`` plus the stages of the manifest in service (a push may change the chain)."""
+    names = list(stages) or list(STAGES)
+    with contextlib.suppress(FileNotFoundError, manifest_lib.ManifestError):
+        names += [n for n in manifest_lib.read_manifest(serving_dir)["order"] if n not in names]
+    return names
+
+
+def existing_versions(serving_dir: Path, stages: Sequence[str] = ()) -> list[int]:
+    """Integer version folders present under any stage, ascending.
+
+    Args:
+      stages: stage folders to look in besides those of the manifest in service (default: the
+        two-stage names).
+    """
     versions: set[int] = set()
-    for stage in STAGES:
+    for stage in _stage_names(serving_dir, stages):
         stage_dir = serving_dir / stage
         if stage_dir.is_dir():
             versions.update(int(p.name) for p in stage_dir.iterdir() if p.name.isdigit())
     return sorted(versions)
 
 
-def next_version(serving_dir: Path, now: float | None = None) -> int:
+def next_version(serving_dir: Path, now: float | None = None, stages: Sequence[str] = ()) -> int:
     """A version newer than every folder present: the Unix time, bumped past collisions."""
     stamp = int(time.time() if now is None else now)
-    present = existing_versions(serving_dir)
+    present = existing_versions(serving_dir, stages)
     return max(stamp, present[-1] + 1) if present else stamp
 
 
 def current_version(serving_dir: Path) -> int | None:
-    """The paired version the manifest names, or None before the first push."""
+    """The version the manifest names, or None before the first push."""
     try:
         return int(manifest_lib.read_manifest(serving_dir)["version"])
     except FileNotFoundError:
         return None
 
 
-def remove_unpublished(serving_dir: Path) -> list[Path]:
+def remove_unpublished(serving_dir: Path, stages: Sequence[str] = ()) -> list[Path]:
     """Deletes staging and version folders newer than the manifest (a crashed push's leftovers).
+
+    Args:
+      stages: stage folders to clean besides those of the manifest in service (the stages of
+        the push about to start; default: the two-stage names).
 
     Returns:
       The paths removed.
@@ -123,7 +148,7 @@ def remove_unpublished(serving_dir: Path) -> list[Path]:
         shutil.rmtree(staging)
         removed.append(staging)
     published = current_version(serving_dir)
-    for stage in STAGES:
+    for stage in _stage_names(serving_dir, stages):
         stage_dir = serving_dir / stage
         if not stage_dir.is_dir():
             continue
@@ -140,9 +165,9 @@ def remove_unpublished(serving_dir: Path) -> list[Path]:
 
 
 def validate_in_fresh_process(
-    stage_dirs: dict[str, Path], warmup_files: dict[str, Path], timeout_s: float = 300.0
+    stage_dirs: Mapping[str, Path], warmup_files: Mapping[str, Path], timeout_s: float = 300.0
 ) -> None:
-    """Loads both SavedModels in a new Python process and replays the warmup requests.
+    """Loads every stage's SavedModel in a new Python process and replays its warmup requests.
 
     Our stand-in for TFX InfraValidator (which needs Docker): the process loads the models the
     way TF Serving does (from disk, with no state of this process) and answers real requests.
@@ -151,54 +176,68 @@ def validate_in_fresh_process(
       PushValidationError: with the child's output when it fails.
     """
     cmd = [sys.executable, "-m", "components.cascade_pusher.validate_pair"]
-    for stage in STAGES:
-        cmd += [f"--{stage}", str(stage_dirs[stage]), f"--{stage}-warmup", str(warmup_files[stage])]
+    for stage, model_dir in stage_dirs.items():
+        cmd += ["--stage", stage, str(model_dir), str(warmup_files[stage])]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env)
     if proc.returncode != 0:
         raise PushValidationError(
-            f"staged pair failed validation (exit {proc.returncode}):\n{proc.stderr[-4000:]}"
+            f"staged stages {list(stage_dirs)} failed validation (exit {proc.returncode}):\n"
+            f"{proc.stderr[-4000:]}"
         )
     logging.info("fresh-process validation passed: %s", proc.stdout.strip()[-500:])
 
 
-def push_pair(
-    export_dirs: dict[str, Path],
+def push_cascade(
+    export_dirs: Mapping[str, Path],
     serving_dir: str | Path,
-    warmup_records: dict[str, Sequence[bytes]],
+    warmup_records: Mapping[str, Sequence[bytes]],
     *,
+    stages: Sequence[StageSpec] | None = None,
     metrics: dict | None = None,
     validate: bool = True,
     version: int | None = None,
     min_index_recall: float | None = None,
 ) -> int:
-    """Pushes both stages under one version; returns the version now in service.
+    """Pushes every stage of a cascade under one version; returns the version now in service.
 
     Args:
       export_dirs: stage name -> SavedModel folder produced by the Trainer.
       serving_dir: the model base path (TF Serving's ``--model_base_path`` parent).
       warmup_records: stage name -> serialized ``PredictionLog`` records (at most 1000 each).
+      stages: the cascade in order (``models.stage_spec``); default: the two-stage
+        ``retrieval``, ``ranking``. ``export_dirs`` must name exactly these stages.
       metrics: evaluation figures recorded in the manifest.
-      validate: load and query the staged pair in a fresh process before publishing.
+      validate: load and query the staged stages in a fresh process before publishing.
       version: force a version number (default: ``next_version``).
-      min_index_recall: refuse an approximate retrieval index whose recall@K against brute
-        force (measured at export, ``assets.extra/index.json``) is below this; None: no floor.
-        The index report goes into the manifest either way.
+      min_index_recall: refuse an approximate index of the retrieval (first) stage whose
+        recall@K against brute force (measured at export, ``assets.extra/index.json``) is below
+        this; None: no floor. The index report goes into the manifest either way.
 
     Raises:
       IndexRecallError: the retrieval index is below the recall floor; nothing was staged.
-      PushValidationError: the staged pair failed validation; the previous pair stays in service.
+      PushValidationError: the staged stages failed validation; the previous N-tuple stays in
+        service.
+      ValueError: ``export_dirs`` and ``stages`` disagree, or the chain is malformed.
     """
-    index_report = check_index(Path(export_dirs["retrieval"]), min_index_recall)
+    chain = stage_spec.check_chain(stages if stages is not None else stage_spec.DEFAULT_STAGES)
+    names = [s.name for s in chain]
+    if set(export_dirs) != set(names):
+        raise ValueError(f"export_dirs: names stages {sorted(export_dirs)}, the cascade is {names}")
+    unknown = sorted(set(warmup_records) - set(names))
+    if unknown:
+        raise ValueError(f"warmup_records: names no stage of the cascade: {unknown}")
+    first = chain[0].name
+    index_report = check_index(Path(export_dirs[first]), min_index_recall, first)
     serving_dir = Path(serving_dir)
     serving_dir.mkdir(parents=True, exist_ok=True)
-    remove_unpublished(serving_dir)
-    version = version if version is not None else next_version(serving_dir)
+    remove_unpublished(serving_dir, names)
+    version = version if version is not None else next_version(serving_dir, stages=names)
 
     staging = serving_dir / STAGING / str(version)
     staged: dict[str, Path] = {}
     warmups: dict[str, Path] = {}
-    for stage in STAGES:
+    for stage in names:
         records = list(warmup_records.get(stage, ()))
         if len(records) > 1000:
             raise ValueError(f"{stage}: TF Serving reads at most 1000 warmup records")
@@ -214,18 +253,28 @@ def push_pair(
             shutil.rmtree(serving_dir / STAGING, ignore_errors=True)
             raise
 
-    for stage in STAGES:
+    for stage in names:
         (serving_dir / stage).mkdir(exist_ok=True)
         os.rename(staged[stage], serving_dir / stage / str(version))
     shutil.rmtree(serving_dir / STAGING, ignore_errors=True)
 
-    manifest_lib.write_models_config(serving_dir, version)
-    stage_info = {"retrieval": {"index": index_report}} if index_report else None
+    manifest_lib.write_models_config(serving_dir, version, stages=names)
+    stage_info = {first: {"index": index_report}} if index_report else None
     manifest_lib.write_manifest(  # the commit point
-        serving_dir, version, metrics=metrics, stage_info=stage_info
+        serving_dir, version, metrics=metrics, stage_info=stage_info, stages=chain
     )
-    logging.info("pushed pair version %d to %s", version, serving_dir)
+    logging.info("pushed cascade %s version %d to %s", names, version, serving_dir)
     return version
+
+
+def push_pair(
+    export_dirs: Mapping[str, Path],
+    serving_dir: str | Path,
+    warmup_records: Mapping[str, Sequence[bytes]],
+    **kwargs,
+) -> int:
+    """``push_cascade`` of the two-stage cascade (``export_dirs``: retrieval and ranking)."""
+    return push_cascade(export_dirs, serving_dir, warmup_records, **kwargs)
 
 
 def _write_tfrecord(path: Path, records: Sequence[bytes]) -> None:

@@ -1,8 +1,9 @@
-"""Fresh-process check of a staged pair: load both SavedModels, replay their warmup requests.
+"""Fresh-process check of staged stages: load each SavedModel, replay its warmup requests.
 
-Run as ``python -m components.cascade_pusher.validate_pair --retrieval DIR --retrieval-warmup F
---ranking DIR --ranking-warmup F``; exits non-zero, with the reason on stderr, when a model fails
-to load, a request fails, or an output is not finite.
+Run as ``python -m components.cascade_pusher.validate_pair --stage NAME DIR WARMUP_FILE ...``
+(one ``--stage`` per stage of the cascade; the two-stage form ``--retrieval DIR
+--retrieval-warmup F --ranking DIR --ranking-warmup F`` still works); exits non-zero, with the
+reason on stderr, when a model fails to load, a request fails, or an output is not finite.
 """
 
 from __future__ import annotations
@@ -40,15 +41,28 @@ def _replay(model_dir: str, warmup_file: str, stage: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    for stage in ("retrieval", "ranking"):
-        parser.add_argument(f"--{stage}", required=True)
-        parser.add_argument(f"--{stage}-warmup", required=True)
+    parser.add_argument(
+        "--stage",
+        nargs=3,
+        action="append",
+        default=[],
+        metavar=("NAME", "DIR", "WARMUP"),
+        help="a stage's name, SavedModel folder and warmup file (repeat per stage)",
+    )
+    for stage in ("retrieval", "ranking"):  # the two-stage form
+        parser.add_argument(f"--{stage}")
+        parser.add_argument(f"--{stage}-warmup")
     args = parser.parse_args(argv)
+    stages = [tuple(s) for s in args.stage]
+    for stage in ("retrieval", "ranking"):
+        if getattr(args, stage):
+            stages.append((stage, getattr(args, stage), getattr(args, f"{stage}_warmup")))
+    if not stages:
+        parser.error("no stage to validate: give --stage NAME DIR WARMUP")
+    if any(warmup is None for _, _, warmup in stages):
+        parser.error("every stage needs its warmup file")
     try:
-        counts = {
-            stage: _replay(getattr(args, stage), getattr(args, f"{stage}_warmup"), stage)
-            for stage in ("retrieval", "ranking")
-        }
+        counts = {name: _replay(model_dir, warmup, name) for name, model_dir, warmup in stages}
     except Exception as err:  # report any failure as a failed validation, with its reason
         print(f"validation failed: {type(err).__name__}: {err}", file=sys.stderr)
         return 1

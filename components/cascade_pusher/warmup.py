@@ -2,17 +2,19 @@
 
 TF Serving replays ``assets.extra/tf_serving_warmup_requests`` (``PredictionLog`` records) when
 it loads a version, so the first user request does not pay for graph warm-up. We build them from
-logged eval requests: the retrieval stage gets the request's user/context features, the ranking
-stage the same plus the request's logged candidate ids.
+logged eval requests: the retrieval stage gets the request's user/context features, every
+rescore stage (ranking, a pre-ranking stage, ...) the same plus the request's logged candidate
+ids.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from models import features
+from models import features, stage_spec
+from models.stage_spec import StageSpec
 
 
 def request_inputs(serialized_example: bytes) -> dict[str, dict[str, np.ndarray]]:
@@ -57,12 +59,24 @@ def prediction_log(model_name: str, inputs: dict[str, np.ndarray], signature: st
     return log.SerializeToString()
 
 
-def warmup_records(serialized_examples: Iterable[bytes], limit: int = 32) -> dict[str, list[bytes]]:
-    """Stage name -> serialized warmup ``PredictionLog`` records from up to ``limit`` requests."""
-    records: dict[str, list[bytes]] = {"retrieval": [], "ranking": []}
+def warmup_records(
+    serialized_examples: Iterable[bytes],
+    limit: int = 32,
+    stages: Sequence[StageSpec] | None = None,
+) -> dict[str, list[bytes]]:
+    """Stage name -> serialized warmup ``PredictionLog`` records from up to ``limit`` requests.
+
+    Args:
+      stages: the cascade (default: retrieval, ranking); each stage's requests are addressed
+        to its model name, with the inputs of its role.
+    """
+    chain = stage_spec.check_chain(stages if stages is not None else stage_spec.DEFAULT_STAGES)
+    records: dict[str, list[bytes]] = {s.name: [] for s in chain}
     for i, serialized in enumerate(serialized_examples):
         if i >= limit:
             break
-        for stage, inputs in request_inputs(serialized).items():
-            records[stage].append(prediction_log(stage, inputs, "serving_default"))
+        by_role = request_inputs(serialized)
+        for spec in chain:
+            inputs = by_role["retrieval" if spec.role == stage_spec.RETRIEVAL else "ranking"]
+            records[spec.name].append(prediction_log(spec.name, inputs, "serving_default"))
     return records

@@ -22,9 +22,20 @@ def test_manifest_round_trip_names_the_pair(tmp_path):
     read = manifest.read_manifest(tmp_path)
     assert path == tmp_path / "manifest.json"
     assert read["version"] == 1700000000
+    assert read["format"] == 2 and read["order"] == ["retrieval", "ranking"]
     assert read["stages"] == {
-        s: {"model_name": s, "version": 1700000000, "path": f"{s}/1700000000"}
-        for s in ("retrieval", "ranking")
+        s: {
+            "model_name": s,
+            "version": 1700000000,
+            "path": f"{s}/1700000000",
+            "position": position,
+            "role": role,
+            "keep": keep,
+            "kind": kind,
+        }
+        for position, (s, role, keep, kind) in enumerate(
+            [("retrieval", "retrieval", 30, "two_tower"), ("ranking", "rescore", 20, "din")]
+        )
     }
     assert read["metrics"] == {"recall": 0.5}
     assert read["pushed_at"].endswith("+00:00")
