@@ -59,6 +59,13 @@ class StageConfig:
 
     @pydantic.model_validator(mode="after")
     def _check(self) -> StageConfig:
+        from models.stage_spec import RESERVED_NAMES  # no TensorFlow: a plain record module
+
+        if self.name in RESERVED_NAMES:
+            raise ValueError(
+                f"StageConfig.name {self.name!r} is reserved (the service's timing, metrics and"
+                f" answer keys use it): not one of {sorted(RESERVED_NAMES)}"
+            )
         if not _STAGE_NAME.match(self.name):
             raise ValueError(
                 f"StageConfig.name {self.name!r}: lower-case letters, digits and '_', starting"

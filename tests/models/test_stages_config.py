@@ -58,6 +58,7 @@ def test_stages_round_trip_through_json():
         ([THREE[0], {**THREE[2], "name": "Ranking Stage"}], "StageConfig.name"),
         ([THREE[0], {**THREE[2], "keep": 0}], r"stages\[1\]\.keep: must be >= 1"),
         ([THREE[0], {**THREE[2], "size": 3}], "unknown field"),
+        ([THREE[0], {**THREE[2], "name": "total"}], "'total' is reserved"),
     ],
 )
 def test_malformed_stages_fail_at_configuration_time_naming_the_field(stages, message):

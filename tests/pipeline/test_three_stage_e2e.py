@@ -117,13 +117,13 @@ def test_the_run_trains_evaluates_and_blesses_three_stages(three_stage: dict) ->
 
 def test_three_stages_are_pushed_as_one_version(three_stage: dict) -> None:
     manifest = three_stage["manifest"]
-    names = [stage["name"] for stage in manifest["stages"]]
-    assert names == list(STAGES)
-    assert [stage["keep"] for stage in manifest["stages"]] == [40, 30, 20]
+    assert manifest["order"] == list(STAGES)
+    stages = manifest["stages"]
+    assert [stages[name]["keep"] for name in STAGES] == [40, 30, 20]
+    assert [stages[name]["position"] for name in STAGES] == [0, 1, 2]
     serving = three_stage["out"] / "serving"
-    for stage in manifest["stages"]:
-        version = stage["version"]
-        assert (serving / stage["name"] / str(version) / "saved_model.pb").exists(), stage
+    for name in STAGES:
+        assert (serving / stages[name]["path"] / "saved_model.pb").exists(), stages[name]
 
 
 def test_the_service_runs_the_chain_with_per_stage_timings(three_stage: dict) -> None:
