@@ -157,8 +157,9 @@ def format_summary(result: dict[str, Any]) -> str:
     manifest = result.get("serving_manifest")
     if manifest:
         lines.append(f"serving: version {manifest['version']} under {result['serving_dir']}")
-        for stage, info in manifest["stages"].items():
-            lines.append(f"  {stage}: {Path(result['serving_dir']) / info['path']}")
+        stages = manifest["stages"]
+        for stage in manifest.get("order", list(stages)):  # the cascade's order (format 2)
+            lines.append(f"  {stage}: {Path(result['serving_dir']) / stages[stage]['path']}")
     else:
         lines.append(f"serving: nothing pushed yet under {result['serving_dir']}")
     ingestion = result.get("ingestion")
