@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError, TypeError) as err:
         print(f"lcron experiment: {err}", file=sys.stderr)
         return 2
-    from experiments.report import markdown_table
+    from experiments.report import columns, markdown_table
     from experiments.runner import run_experiment
     from pipeline import console
 
@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         results = run_experiment(config, args.out, workers=args.workers)
     if ui.failed:
         return 1
-    print(markdown_table(results["summary"]))
+    print(markdown_table(results["summary"], columns(config)))
     print(
         f"results: {args.out}/results.json, results.md, recall_by_method.png, recall_by_day.png,"
         " recall_by_stage.png"
