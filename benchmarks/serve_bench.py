@@ -121,11 +121,14 @@ def _index_config(args: argparse.Namespace):
     values = {"kind": args.index}
     if args.scann_leaves_to_search:
         values["num_leaves_to_search"] = args.scann_leaves_to_search
+    if args.scann_reorder:
+        values["num_reordering_candidates"] = args.scann_reorder
     return IndexConfig(**values)
 
 
 def _prepare_key(args: argparse.Namespace) -> str:
-    fields = ("items", "index", "scann_leaves_to_search", "train_steps", "log_days")
+    fields = ("items", "index", "scann_leaves_to_search", "scann_reorder", "train_steps")
+    fields += ("log_days",)
     fields += ("log_requests", "seed", "min_index_recall")
     text = json.dumps({f: getattr(args, f) for f in fields}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
@@ -491,6 +494,9 @@ def main(argv: list[str] | None = None) -> int:
         "--index", choices=("auto", "brute_force", "scann"), default="auto", help="retrieval index"
     )
     parser.add_argument("--scann-leaves-to-search", type=int, default=None)
+    parser.add_argument(
+        "--scann-reorder", type=int, default=None, help="candidates re-scored exactly (ScaNN)"
+    )
     parser.add_argument("--min-index-recall", type=float, default=0.95, help="push's floor")
     parser.add_argument("--train-steps", type=int, default=200, help="training steps")
     parser.add_argument("--log-days", type=int, default=3, help="simulated days (last: eval)")
