@@ -228,20 +228,6 @@ def _train_and_push(args: argparse.Namespace, work: Path) -> tuple[Path, dict, l
     return serving_dir, desc, [_logged_user(r) for r in requests]
 
 
-def _random_user(rng: np.random.Generator) -> dict:
-    seq = rng.integers(0, 10**6, size=int(rng.integers(0, 51))).tolist()
-    return {
-        "user_id": int(rng.integers(0, 50_000)),
-        "device_id": int(rng.integers(0, 50_000)),
-        "age": int(rng.integers(0, 8)),
-        "gender": int(rng.integers(0, 3)),
-        "province": int(rng.integers(0, 34)),
-        "seq_video_id": seq,
-        "seq_author_id": [v % 5000 for v in seq],
-        "seq_category_level_two": [v % 200 for v in seq],
-    }
-
-
 def _prepare_models(args: argparse.Namespace, tmp: Path) -> tuple[Path, dict, list[dict]]:
     """Returns (serving dir, description, the users the load sends)."""
     from serving import manifest
@@ -250,7 +236,7 @@ def _prepare_models(args: argparse.Namespace, tmp: Path) -> tuple[Path, dict, li
         serving_dir = Path(args.serving_dir)
         version = manifest.read_manifest(serving_dir)["version"]
         rng = np.random.default_rng(0)
-        users = [_random_user(rng) for _ in range(512)]
+        users = [loadgen.synthetic_user(rng) for _ in range(512)]
         desc = {"models": f"pushed pair version {version} from {serving_dir}; synthetic users"}
         return serving_dir, desc, users
     work = Path(args.work_dir) / _prepare_key(args) if args.work_dir else tmp / "prepared"

@@ -77,23 +77,10 @@ def _worker(args: argparse.Namespace) -> dict:
 def _users(args: argparse.Namespace) -> list[dict]:
     if args.users:
         return json.loads(Path(args.users).read_text())
+    from serving.loadgen import synthetic_user
+
     rng = np.random.default_rng(0)
-    users = []
-    for _ in range(256):
-        seq = rng.integers(0, 10**6, size=int(rng.integers(0, 51))).tolist()
-        users.append(
-            {
-                "user_id": int(rng.integers(0, 50_000)),
-                "device_id": int(rng.integers(0, 50_000)),
-                "age": int(rng.integers(0, 8)),
-                "gender": int(rng.integers(0, 3)),
-                "province": int(rng.integers(0, 34)),
-                "seq_video_id": seq,
-                "seq_author_id": [v % 5000 for v in seq],
-                "seq_category_level_two": [v % 200 for v in seq],
-            }
-        )
-    return users
+    return [synthetic_user(rng) for _ in range(256)]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -40,6 +40,22 @@ ARRIVALS = ("poisson", "constant")
 MAX_IDLE_S = 3.0  # reuse a keep-alive connection only if idle for less (server closes at 5 s)
 
 
+def synthetic_user(rng: np.random.Generator) -> dict:
+    """A random request user (ids outside most vocabularies, a behaviour sequence of 0-50
+    videos): load for a service whose logged users are not at hand."""
+    seq = rng.integers(0, 10**6, size=int(rng.integers(0, 51))).tolist()
+    return {
+        "user_id": int(rng.integers(0, 50_000)),
+        "device_id": int(rng.integers(0, 50_000)),
+        "age": int(rng.integers(0, 8)),
+        "gender": int(rng.integers(0, 3)),
+        "province": int(rng.integers(0, 34)),
+        "seq_video_id": seq,
+        "seq_author_id": [v % 5000 for v in seq],
+        "seq_category_level_two": [v % 200 for v in seq],
+    }
+
+
 def arrival_offsets(rate: float, duration_s: float, arrival: str, seed: int = 0) -> np.ndarray:
     """Send times (seconds from the start) of an arrival process of ``rate`` requests/s.
 
