@@ -42,11 +42,11 @@ def prepare_log(config: ExperimentConfig, out: Path) -> Path:
         if "://" not in data.input_base and not Path(data.input_base).is_dir():
             raise FileNotFoundError(f"data.input_base: no folder {data.input_base}")
         return Path(data.input_base)
-    from simulator import SimulatorConfig, simulate_once
+    from simulator import simulate_once
 
     logs = out / "logs"
     simulate_once(
-        SimulatorConfig(),
+        data.simulator_config(),
         logs,
         days=config.simulate_days,
         requests_per_day=config.simulate_requests_per_day,

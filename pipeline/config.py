@@ -29,6 +29,7 @@ from models.config_schema import (
     section,
     section_class,
 )
+from models.features import GROUP_SIZE
 
 Share = Annotated[float, Interval(ge=0.0, le=1.0)]
 Day = Annotated[int, Ge(0)]
@@ -63,6 +64,11 @@ class DataConfig:
         of the examples break the curated schema; false only records the anomalies.
       simulate_days / simulate_requests_per_day / simulate_seed: the embedded default log.
       simulate_corrupt_fraction: share of malformed rows in the simulated log (dead-lettered).
+      simulator: ``simulator.SimulatorConfig`` fields over its defaults for the simulated log,
+        e.g. ``{"rerank_candidates": 20}``: the paper's three-stage setting, where ranking passes
+        20 to re-ranking and rerank_pos / rerank_neg are 10 each (docs/simulator.md). The
+        re-ranking groups on a simulated log need it: with the default 10 they would fill 40 of
+        50 slots.
     """
 
     input_base: str = ""
@@ -81,6 +87,7 @@ class DataConfig:
     simulate_requests_per_day: model_config.AtLeast1 = 1500
     simulate_seed: int = 7
     simulate_corrupt_fraction: Share = 0.002
+    simulator: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @pydantic.field_validator("preset")
     @classmethod
@@ -98,6 +105,35 @@ class DataConfig:
 
         listwise.ListConfig(list_size=self.list_size, groups=self.groups)  # names a bad group
         return self
+
+    @pydantic.field_validator("simulator")
+    @classmethod
+    def _simulator_fields(cls, values: dict[str, Any]) -> dict[str, Any]:
+        from simulator.config import SimulatorConfig  # numpy/pyarrow: only when configured
+
+        check_section(SimulatorConfig, values, "data.simulator")
+        return values
+
+    @pydantic.model_validator(mode="after")
+    def _simulated_groups_are_filled(self) -> DataConfig:
+        from simulator.config import SimulatorConfig
+
+        rerank_groups = {"rerank_pos", "rerank_neg"} & set(self.groups)
+        passed = SimulatorConfig.from_dict(self.simulator).rerank_candidates
+        if not self.input_base and rerank_groups and passed < 2 * GROUP_SIZE:
+            raise ValueError(
+                f"groups {sorted(rerank_groups)} on the simulated log need "
+                f"simulator.rerank_candidates >= {2 * GROUP_SIZE} (got {passed}): ranking must "
+                "pass re-ranking enough items for rerank_pos and rerank_neg to hold "
+                f"{GROUP_SIZE} each (docs/simulator.md, the three-stage setting)"
+            )
+        return self
+
+    def simulator_config(self) -> Any:
+        """The simulated log's ``simulator.SimulatorConfig``."""
+        from simulator.config import SimulatorConfig
+
+        return SimulatorConfig.from_dict(self.simulator)
 
     @pydantic.field_validator("validation")
     @classmethod
@@ -137,6 +173,7 @@ NOT_EXAMPLE_GEN_OPTIONS: tuple[str, ...] = (
     "simulate_requests_per_day",
     "simulate_seed",
     "simulate_corrupt_fraction",
+    "simulator",
     "stop_on_anomalies",  # ExampleValidator's, after the ingestion
 )
 

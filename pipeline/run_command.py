@@ -57,12 +57,12 @@ def simulate_default_log(config: PipelineConfig, progress: bool = True) -> tuple
     Returns:
       (the log folder, what happened: simulated or reused, for the console).
     """
-    from simulator import SimulatorConfig, simulate_once
+    from simulator import simulate_once
 
     data = config.data
     out = Path(config.output_dir) / "logs"
     _, written = simulate_once(
-        SimulatorConfig(),
+        data.simulator_config(),
         out,
         days=data.simulate_days,
         requests_per_day=data.simulate_requests_per_day,

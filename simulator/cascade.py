@@ -7,10 +7,13 @@ Per request (all sizes from :class:`SimulatorConfig`, defaults in brackets):
 2. Pre-ranking keeps its top ``prerank_keep`` [100]; the rest are ``prerank_neg``.
 3. Coarse ranking keeps its top ``coarse_keep`` [40] of those; the rest are ``coarse_neg``.
 4. Ranking orders all ``coarse_keep``: ``rank_index`` is the position (0 = best); the top
-   ``GROUP_SIZE`` (10) are ``rank_pos``, the others ``rank_neg``.
-5. Re-ranking reorders the 10 ``rank_pos`` (``rerank_index`` 0..9) and exposes its top k
-   (k uniform in [min_exposed, max_exposed]): ``realshow = rerank_pos = 1``; the other rank_pos
-   items are ``rerank_neg``.
+   ``rerank_candidates`` [10] go on to re-ranking and are ``rank_pos``, the others ``rank_neg``.
+5. Re-ranking reorders the ``rank_pos`` items (``rerank_index`` 0..rerank_candidates-1) and
+   exposes its top k (k uniform in [min_exposed, max_exposed], ``realshow = 1``). With 10
+   candidates (the default, RecFlow's two-stage setting) its output is what it exposes:
+   ``rerank_pos = realshow``, the other rank_pos items are ``rerank_neg``. With more (20: the
+   paper's three-stage setting) its output is its top ``GROUP_SIZE`` (``rerank_pos``, of which
+   the exposed are the first k), the rest ``rerank_neg``.
 6. Feedback on exposed videos only, drawn from the true affinity.
 
 Each stage scores ``affinity + noise`` with the stage's noise std (decreasing stage to stage);
@@ -39,7 +42,7 @@ class CascadeBatch:
     video: np.ndarray
     group: np.ndarray  # 3 rank_pos, 2 rank_neg, 1 coarse_neg, 0 prerank_neg (STAGE_CODES)
     rank_index: np.ndarray  # 0..coarse_keep-1 for ranked rows, -1 otherwise
-    rerank_index: np.ndarray  # 0..9 for rank_pos rows, -1 otherwise
+    rerank_index: np.ndarray  # 0..rerank_candidates-1 for rank_pos rows, -1 otherwise
     realshow: np.ndarray
     rerank_pos: np.ndarray
     rerank_neg: np.ndarray
@@ -50,7 +53,8 @@ class CascadeBatch:
     follow: np.ndarray
     forward: np.ndarray
     comment: np.ndarray
-    # Per request, for the behaviour sequences: [batch, GROUP_SIZE] in re-ranking order.
+    # Per request, for the behaviour sequences: [batch, GROUP_SIZE], re-ranking's top in its
+    # order (every exposed item is among them).
     feed_videos: np.ndarray
     feed_effective_view: np.ndarray  # bool, exposed and effectively viewed
 
@@ -152,15 +156,18 @@ def run_cascade(
     prerank_kept, prerank_neg = _top(scores(0, everything), everything, c.prerank_keep)
     ranked, coarse_neg = _top(scores(1, prerank_kept), prerank_kept, c.coarse_keep)
     ranked, _ = _top(scores(2, ranked), ranked, c.coarse_keep)  # full ranking order
-    rank_pos, rank_neg = ranked[:, :GROUP_SIZE], ranked[:, GROUP_SIZE:]
-    slots = np.broadcast_to(np.arange(GROUP_SIZE), rank_pos.shape)
-    rerank_order, _ = _top(scores(3, rank_pos), slots, GROUP_SIZE)  # slots, re-ranking order
+    passed = c.rerank_candidates
+    rank_pos, rank_neg = ranked[:, :passed], ranked[:, passed:]
+    slots = np.broadcast_to(np.arange(passed), rank_pos.shape)
+    rerank_order, _ = _top(scores(3, rank_pos), slots, passed)  # slots, re-ranking order
     # rerank_index of the j-th rank_pos item (rank_pos is in ranking order).
     rerank_index = np.argsort(rerank_order, axis=1)
     exposed_count = rng.integers(c.min_exposed, c.max_exposed + 1, batch)
-    shown = rerank_index < exposed_count[:, None]  # [B, 10]
+    shown = rerank_index < exposed_count[:, None]  # [B, passed]
+    # Re-ranking's output: what it exposes, or (passed more than GROUP_SIZE) its top GROUP_SIZE.
+    reranked = shown if passed == GROUP_SIZE else rerank_index < GROUP_SIZE
 
-    # Feedback on the 10 rank_pos items, zeroed where not exposed.
+    # Feedback on the rank_pos items, zeroed where not exposed.
     aff_pos = np.take_along_axis(affinity, rank_pos, axis=1)
     videos_pos = np.take_along_axis(pool, rank_pos, axis=1)
     relative = aff_pos - c.feedback_reference
@@ -194,7 +201,7 @@ def run_cascade(
         cols["group"].append(np.full(positions.shape, code, np.int64))
         cols["rank_index"].append(np.take_along_axis(rank_of_position, positions, axis=1))
     width = sum(p.shape[1] for _, p in groups)
-    rest = width - GROUP_SIZE
+    rest = width - passed
 
     def pos_then_zero(values: np.ndarray, fill) -> np.ndarray:
         pad = np.full((batch, rest), fill, dtype=values.dtype)
@@ -211,8 +218,8 @@ def run_cascade(
         rank_index=flat(cols["rank_index"]),
         rerank_index=pos_then_zero(rerank_index.astype(np.int64), -1),
         realshow=pos_then_zero(shown_i, 0),
-        rerank_pos=pos_then_zero(shown_i, 0),
-        rerank_neg=pos_then_zero(1 - shown_i, 0),
+        rerank_pos=pos_then_zero(reranked.astype(np.int64), 0),
+        rerank_neg=pos_then_zero(1 - reranked.astype(np.int64), 0),
         playing_time=pos_then_zero(playing_time, 0.0),
         effective_view=pos_then_zero(effective.astype(np.int64), 0),
         long_view=pos_then_zero((shown & (z > c.long_view_margin)).astype(np.int64), 0),
@@ -220,6 +227,6 @@ def run_cascade(
         follow=pos_then_zero(actions["follow"].astype(np.int64), 0),
         forward=pos_then_zero(actions["forward"].astype(np.int64), 0),
         comment=pos_then_zero(actions["comment"].astype(np.int64), 0),
-        feed_videos=np.take_along_axis(videos_pos, rerank_order, axis=1),
-        feed_effective_view=np.take_along_axis(effective, rerank_order, axis=1),
+        feed_videos=np.take_along_axis(videos_pos, rerank_order[:, :GROUP_SIZE], axis=1),
+        feed_effective_view=np.take_along_axis(effective, rerank_order[:, :GROUP_SIZE], axis=1),
     )

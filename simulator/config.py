@@ -71,12 +71,19 @@ class SimulatorConfig:
         for the retrieval stage whose output the cascade logs start from.
       prerank_keep: candidates pre-ranking passes on (the rest are ``prerank_neg``).
       coarse_keep: candidates coarse ranking passes on (the rest are ``coarse_neg``); all of these
-        are ranked, the top ``GROUP_SIZE`` (10) are ``rank_pos``, the others ``rank_neg``.
+        are ranked, the top ``rerank_candidates`` are ``rank_pos``, the others ``rank_neg``.
+      rerank_candidates: candidates ranking passes on to re-ranking (``rank_pos``). 10 (the
+        default): re-ranking's output is what it exposes (``rerank_pos = realshow``, 4-8 items)
+        and the ranking stage's top 10 are the two-stage setting's ground truth. 20: the paper's
+        three-stage setting: re-ranking keeps its top 10 (``rerank_pos``, the ground truth),
+        passes over the other 10 (``rerank_neg``) and exposes the first k of its top 10; with
+        ``group_size`` 10 a request then logs 50 rows, 10 per group of ``rerank_pos``,
+        ``rerank_neg``, ``rank_neg``, ``coarse_neg``, ``prerank_neg``.
       prerank_noise, coarse_noise, rank_noise, rerank_noise: standard deviation of each stage's
         scorer error, in units of the true affinity's standard deviation. Half of it is a fixed
         per-(user, video) bias of the stage, half fresh per request. Must not increase stage to
         stage (pre-ranking is the noisiest).
-      min_exposed, max_exposed: the re-ranking stage reorders the 10 ``rank_pos`` items and
+      min_exposed, max_exposed: the re-ranking stage reorders the ``rank_pos`` items and
         exposes its top k, k uniform in [min_exposed, max_exposed] per request.
 
     Feedback on exposed videos (0 everywhere else):
@@ -95,7 +102,7 @@ class SimulatorConfig:
 
     Logging:
       group_size: rows logged per request from each of rank_neg, coarse_neg and prerank_neg
-        (sampled uniformly); all rank_pos rows are always logged (there are GROUP_SIZE of them).
+        (sampled uniformly); all rank_pos rows are always logged (``rerank_candidates`` of them).
       seq_len: length of the behaviour sequence (the user's last effective views).
       initial_history_max: day-0 users start with 0..this many past effective views.
 
@@ -137,6 +144,7 @@ class SimulatorConfig:
     pool_personalization: Share = 0.5
     prerank_keep: int = 100
     coarse_keep: int = 40
+    rerank_candidates: int = GROUP_SIZE
     prerank_noise: NonNegative = 1.0
     coarse_noise: NonNegative = 0.6
     rank_noise: NonNegative = 0.3
@@ -169,6 +177,11 @@ class SimulatorConfig:
                 "need pool_size > prerank_keep > coarse_keep > "
                 f"{GROUP_SIZE} (every stage group non-empty), got {self.pool_size}, "
                 f"{self.prerank_keep}, {self.coarse_keep}"
+            )
+        if not GROUP_SIZE <= self.rerank_candidates < self.coarse_keep:
+            raise ValueError(
+                f"need {GROUP_SIZE} <= rerank_candidates < coarse_keep (rank_neg non-empty), got "
+                f"{self.rerank_candidates}, {self.coarse_keep}"
             )
         if self.num_initial_items < self.pool_size:
             raise ValueError(

@@ -61,8 +61,9 @@ class LoggedRequests:
       sequences: ``SEQUENCE_FEATURES`` -> int64 [R, SEQ_LEN], most recent first, ``PAD_ID`` after
         the end (as serving inputs are padded).
       sequence_length: int64 [R].
-      production: int64 [R, GROUP_SIZE]: the production cascade's top items (``rank_pos``) in
-        re-ranking order, the feed it showed the first ``exposed`` of; ``PAD_ID`` if fewer.
+      production: int64 [R, GROUP_SIZE]: the production cascade's top items (re-ranking's top
+        ``GROUP_SIZE`` of the ``rank_pos`` items) in re-ranking order, the feed it showed the
+        first ``exposed`` of; ``PAD_ID`` if fewer.
       exposed: int64 [R]: how many items were shown (``realshow``).
       logged: int64 [R, max list]: every logged candidate (``PAD_ID`` after the end).
     """
@@ -138,7 +139,9 @@ def read_manifest(log_dir: str | Path) -> dict[str, Any]:
     return manifest
 
 
-def _read_rows(log_dir: Path, entry: dict[str, Any], fmt: str) -> dict[str, np.ndarray]:
+def _read_rows(
+    log_dir: Path, entry: dict[str, Any], fmt: str, rerank_candidates: int = GROUP_SIZE
+) -> dict[str, np.ndarray]:
     """The day's valid, de-duplicated rows: the columns the replay needs, one entry per row.
 
     A clean day (no corrupt rows in the manifest) is read column-wise; otherwise every row goes
@@ -166,7 +169,7 @@ def _read_rows(log_dir: Path, entry: dict[str, Any], fmt: str) -> dict[str, np.n
     seen: set[tuple[Any, Any]] = set()
     kept = []
     for row in rows:
-        if row_errors(row):
+        if row_errors(row, rerank_candidates):
             continue
         key = row_key(row)
         if key in seen:
@@ -281,7 +284,7 @@ def load_day(log_dir: str | Path, day: int | None = None) -> ReplayDay:
     entry = manifest["per_day"][day]
     config = SimulatorConfig.from_dict(manifest["config"])
     world = world_on_day(config, int(manifest["seed"]), day)
-    rows = _read_rows(log_dir, entry, manifest["format"])
+    rows = _read_rows(log_dir, entry, manifest["format"], config.rerank_candidates)
     if not len(rows["request_id"]):
         raise ValueError(f"{log_dir / entry['path']}: no valid row")
     _check_against_world(world, rows, str(log_dir / entry["path"]))
@@ -299,7 +302,9 @@ def logged_items(log_dir: str | Path, days: list[int] | tuple[int, ...]) -> np.n
     model trained on those days knows (``models.data.item_corpus`` of the same rows)."""
     log_dir = Path(log_dir)
     manifest = read_manifest(log_dir)
+    passed = SimulatorConfig.from_dict(manifest["config"]).rerank_candidates
     ids = [
-        _read_rows(log_dir, manifest["per_day"][d], manifest["format"])["video_id"] for d in days
+        _read_rows(log_dir, manifest["per_day"][d], manifest["format"], passed)["video_id"]
+        for d in days
     ]
     return np.unique(np.concatenate(ids)) if ids else np.zeros(0, np.int64)

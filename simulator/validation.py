@@ -12,8 +12,10 @@ Rules:
    are >= 0.
 3. Flags (stage flags and binary feedback) are 0 or 1; exactly one of rank_pos, rank_neg,
    coarse_neg, prerank_neg is 1.
-4. ``rank_index`` is 0..GROUP_SIZE-1 for rank_pos, >= GROUP_SIZE for rank_neg, -1 otherwise;
-   ``rerank_index`` is >= 0 for rank_pos and -1 otherwise; realshow implies rank_pos.
+4. ``rank_index`` is 0..R-1 for rank_pos, >= R for rank_neg, -1 otherwise (R: the simulator's
+   ``rerank_candidates``, 10 by default); ``rerank_index`` is >= 0 for rank_pos and -1
+   otherwise; a rank_pos item is exactly one of rerank_pos and rerank_neg, other items neither;
+   realshow implies rerank_pos.
    (These are the simulator's conventions; RecFlow's own logs may need rule 4 relaxed.)
 5. ``MIN_TIMESTAMP_MS <= request_timestamp < MAX_TIMESTAMP_MS`` and
    ``0 <= upload_timestamp <= request_timestamp``.
@@ -67,8 +69,12 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def row_errors(row: Mapping[str, Any]) -> list[str]:
-    """Reasons why ``row`` is malformed (empty when it is valid); each names the field."""
+def row_errors(row: Mapping[str, Any], rerank_candidates: int = GROUP_SIZE) -> list[str]:
+    """Reasons why ``row`` is malformed (empty when it is valid); each names the field.
+
+    ``rerank_candidates``: the simulator's setting the log was written with (how many items
+    are ``rank_pos``).
+    """
     errors = []
     for name, kind in LOG_COLUMNS.items():
         value = row.get(name)
@@ -101,15 +107,19 @@ def row_errors(row: Mapping[str, Any]) -> list[str]:
     else:
         rank_index, group = row["rank_index"], groups[0]
         expected = {
-            "rank_pos": 0 <= rank_index < GROUP_SIZE,
-            "rank_neg": rank_index >= GROUP_SIZE,
+            "rank_pos": 0 <= rank_index < rerank_candidates,
+            "rank_neg": rank_index >= rerank_candidates,
         }.get(group, rank_index == -1)
         if not expected:
             errors.append(f"rank_index: {rank_index} inconsistent with {group}")
         if (row["rerank_index"] >= 0) != (group == "rank_pos") or row["rerank_index"] < -1:
             errors.append(f"rerank_index: {row['rerank_index']} inconsistent with {group}")
-        if row["realshow"] == 1 and group != "rank_pos":
-            errors.append(f"realshow: set on a {group} item")
+        if row["rerank_pos"] + row["rerank_neg"] != (group == "rank_pos"):
+            errors.append(
+                f"rerank_pos/rerank_neg: {row['rerank_pos']}/{row['rerank_neg']} on a {group} item"
+            )
+        if row["realshow"] == 1 and row["rerank_pos"] != 1:
+            errors.append(f"realshow: set on a {group} item that is not rerank_pos")
     request_ts, upload_ts = row["request_timestamp"], row["upload_timestamp"]
     if not MIN_TIMESTAMP_MS <= request_ts < MAX_TIMESTAMP_MS:
         errors.append(f"request_timestamp: {request_ts} outside [2000, 2100)")

@@ -99,7 +99,8 @@ def test_every_data_field_is_an_ingestion_option_or_declared_otherwise() -> None
 
     from pipeline.config import NOT_EXAMPLE_GEN_OPTIONS, DataConfig
 
-    base = DataConfig()
+    # A simulated log that can fill the three-stage groups, so that changing groups is valid.
+    base = DataConfig(simulator={"rerank_candidates": 20})
     for field in dataclasses.fields(DataConfig):
         if field.name in NOT_EXAMPLE_GEN_OPTIONS:
             continue
@@ -274,3 +275,19 @@ def test_the_three_stage_pipeline_gets_its_schema_groups_and_stages(tmp_path: Pa
     assert "schema_50x5" in schema_file and "size: 50" in Path(schema_file).read_text()
     stages = json.loads(nodes["CascadeEvaluator"].exec_properties["stages"])
     assert [s["name"] for s in stages] == ["retrieval", "prerank", "ranking"]
+
+
+def test_re_ranking_groups_on_a_simulated_log_need_twenty_re_ranking_candidates() -> None:
+    """With the simulator's default (ranking passes 10 to re-ranking), rerank_pos + rerank_neg
+    would be those 10 and a three-stage list of 50 would hold 40 real candidates."""
+    from pipeline.config import DataConfig
+
+    groups = ("rerank_pos", "rerank_neg", "rank_neg", "coarse_neg", "prerank_neg")
+    with pytest.raises(ValueError, match="simulator.rerank_candidates >= 20"):
+        DataConfig(list_size=50, groups=groups)
+    assert DataConfig(list_size=50, groups=groups, simulator={"rerank_candidates": 20})
+    assert DataConfig(list_size=50, groups=groups, input_base="/logs")  # the user's own logs
+    with pytest.raises(ValueError, match="data.simulator"):
+        DataConfig(simulator={"rerank_candidate": 20})
+    shipped = load_config(THREE_STAGE)
+    assert shipped.data.simulator_config().rerank_candidates == 20
