@@ -123,11 +123,15 @@ def _index_config(args: argparse.Namespace):
         values["num_leaves_to_search"] = args.scann_leaves_to_search
     if args.scann_reorder:
         values["num_reordering_candidates"] = args.scann_reorder
+    if args.scann_target_recall:
+        values["target_recall"] = args.scann_target_recall
+    values["scoring"] = args.scann_scoring
     return IndexConfig(**values)
 
 
 def _prepare_key(args: argparse.Namespace) -> str:
     fields = ("items", "index", "scann_leaves_to_search", "scann_reorder", "train_steps")
+    fields += ("scann_scoring", "scann_target_recall")
     fields += ("log_days",)
     fields += ("log_requests", "seed", "min_index_recall")
     text = json.dumps({f: getattr(args, f) for f in fields}, sort_keys=True)
@@ -479,7 +483,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--index", choices=("auto", "brute_force", "scann"), default="auto", help="retrieval index"
     )
-    parser.add_argument("--scann-leaves-to-search", type=int, default=None)
+    parser.add_argument(
+        "--scann-leaves-to-search", type=int, default=None, help="default: tuned at export"
+    )
+    parser.add_argument(
+        "--scann-target-recall", type=float, default=None, help="the tuning's target (0.97)"
+    )
+    parser.add_argument(
+        "--scann-scoring", choices=("exact", "quantized"), default="exact", help="within partitions"
+    )
     parser.add_argument(
         "--scann-reorder", type=int, default=None, help="candidates re-scored exactly (ScaNN)"
     )

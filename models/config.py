@@ -13,7 +13,7 @@ import re
 from typing import Annotated, Any, Literal, TypeVar
 
 import pydantic
-from annotated_types import Ge, Gt
+from annotated_types import Ge, Gt, Interval
 
 from models.config_schema import build, config_dataclass
 
@@ -400,16 +400,22 @@ class IndexConfig:
 
     Attributes:
       kind: "brute_force" (exact: every item scored, ``tfrs.layers.factorized_top_k.BruteForce``),
-        "scann" (approximate: ``tfrs.layers.factorized_top_k.ScaNN``, a partition tree plus
-        anisotropic quantization and an exact re-scoring of the best candidates), or "auto":
-        ScaNN from ``scann_min_items`` items up, brute force below.
+        "scann" (approximate: a ScaNN partition tree, ``models.scann_index.ScannIndex``; only
+        the searched partitions are scored), or "auto": ScaNN from ``scann_min_items`` items
+        up, brute force below.
       scann_min_items: corpus size from which "auto" picks ScaNN.
       num_leaves: ScaNN partitions; None: about sqrt(items).
-      num_leaves_to_search: partitions searched per query; None: a tenth of ``num_leaves``.
-      dimensions_per_block: embedding dimensions per quantization block (1: the most accurate
-        scoring, 8 bytes per item at 16 dimensions).
-      num_reordering_candidates: best candidates re-scored exactly before the top K is taken
-        (also makes the returned scores exact); None: 10 x K.
+      num_leaves_to_search: partitions searched per query; None: tuned at export, the fewest
+        that reach ``target_recall`` against brute force on half of the recall queries (the
+        other half measures the recall the push checks).
+      target_recall: the recall@K the tuning aims at (above the push's floor, for a margin).
+      scoring: "exact" (float32 dot products within the searched partitions: at tens of
+        dimensions this costs little and leaves the partitions as the only approximation) or
+        "quantized" (anisotropic hashing, then ``num_reordering_candidates`` re-scored exactly:
+        for wide embeddings; at 16 dimensions it loses the large-norm items that a dot product
+        ranks first, docs/serving.md).
+      dimensions_per_block: embedding dimensions per 4-bit code (quantized scoring).
+      num_reordering_candidates: candidates re-scored exactly (quantized scoring); None: 10 x K.
       training_iterations: k-means iterations of the partitioning.
       recall_queries: queries (from the eval split) on which the export measures the index's
         recall@K against brute force; the push refuses an index below its recall floor.
@@ -419,6 +425,8 @@ class IndexConfig:
     scann_min_items: AtLeast1 = 250_000
     num_leaves: AtLeast1 | None = None
     num_leaves_to_search: AtLeast1 | None = None
+    target_recall: Annotated[float, Interval(gt=0.0, le=1.0)] = 0.97
+    scoring: Literal["exact", "quantized"] = "exact"
     dimensions_per_block: AtLeast1 = 1
     num_reordering_candidates: AtLeast1 | None = None
     training_iterations: AtLeast1 = 12
@@ -430,15 +438,16 @@ class IndexConfig:
             return self.kind
         return "scann" if num_items >= self.scann_min_items else "brute_force"
 
-    def scann_params(self, num_items: int, k: int) -> dict[str, int]:
-        """The ScaNN layer's arguments for ``num_items`` items and top ``k``."""
-        leaves = self.num_leaves or max(1, round(num_items**0.5))
-        leaves = min(leaves, num_items)
+    def scann_params(self, num_items: int, k: int) -> dict[str, Any]:
+        """``ScannIndex`` arguments for ``num_items`` items and top ``k``; ``leaves_to_search``
+        is every leaf when the export tunes it (``num_leaves_to_search`` None)."""
+        leaves = min(self.num_leaves or max(1, round(num_items**0.5)), num_items)
         return {
             "num_leaves": leaves,
-            "num_leaves_to_search": min(leaves, self.num_leaves_to_search or max(1, leaves // 10)),
+            "leaves_to_search": min(leaves, self.num_leaves_to_search or leaves),
+            "scoring": self.scoring,
             "dimensions_per_block": self.dimensions_per_block,
-            "num_reordering_candidates": self.num_reordering_candidates or 10 * k,
+            "reordering_candidates": self.num_reordering_candidates or 10 * k,
             "training_iterations": self.training_iterations,
         }
 

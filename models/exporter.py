@@ -38,6 +38,7 @@ from models.config import IndexConfig
 from models.data import ItemCorpus
 from models.ranking_stage import RankingStage
 from models.retrieval_tower import RetrievalStage
+from models.scann_index import ScannIndex
 from models.stage_spec import StageSpec
 
 STAGES: tuple[str, ...] = stage_spec.LEGACY_NAMES  # the two-stage default
@@ -218,9 +219,7 @@ class RetrievalServing(tf.Module):
         started = time.perf_counter()
         if self.index_kind == "scann":
             params = index.scann_params(len(corpus), self.top_k)
-            self.index = tfrs.layers.factorized_top_k.ScaNN(
-                k=self.top_k, distance_measure="dot_product", **params
-            )
+            self.index = ScannIndex(k=self.top_k, **params)
         else:
             params = {}
             self.index = tfrs.layers.factorized_top_k.BruteForce(k=self.top_k)
@@ -236,15 +235,23 @@ class RetrievalServing(tf.Module):
             "params": params,
             "build_seconds": round(time.perf_counter() - started, 3),
         }
-        if recall_queries is not None and len(recall_queries):
-            report.update(
-                index_recall(self.index, candidates.numpy(), corpus.video_ids, recall_queries)
-            )
-        elif self.index_kind != "brute_force":
+        have_queries = recall_queries is not None and len(recall_queries) > 0
+        if self.index_kind != "brute_force" and not have_queries:
             raise ValueError(
                 "index: an approximate index needs recall_queries to measure its recall at "
                 "export (the push checks it against a floor)"
             )
+        if have_queries:
+            embeddings = candidates.numpy()
+            if self.index_kind == "scann" and index.num_leaves_to_search is None:
+                # Tune on one half of the queries, measure on the other: the recall the push
+                # checks is not the one the choice was made on.
+                tuning, recall_queries = recall_queries[0::2], recall_queries[1::2]
+                report["tuning"] = tune_leaves_to_search(
+                    self.index, embeddings, corpus.video_ids, tuning, index.target_recall
+                )
+                params["leaves_to_search"] = self.index.leaves_to_search
+            report.update(index_recall(self.index, embeddings, corpus.video_ids, recall_queries))
         # A string: tf.Module would track (and try to save) a dict attribute.
         self._index_report_json = json.dumps(report, sort_keys=True)
 
@@ -317,6 +324,7 @@ def index_recall(
     video_ids: np.ndarray,
     queries: np.ndarray,
     batch: int = 64,
+    exact_kth: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Recall@K of ``index`` against brute force over ``queries``.
 
@@ -330,6 +338,7 @@ def index_recall(
       video_ids: int64 ``[N]`` their identifiers (unique).
       queries: float32 ``[M, D]`` query embeddings.
       batch: queries scored at once (bounds the ``[batch, N]`` score matrix).
+      exact_kth: float32 ``[M]`` each query's exact K-th best score when already known.
 
     Returns:
       ``recall_at_k`` (mean over queries), ``recall_min`` and ``recall_p10`` (the worst and
@@ -343,8 +352,11 @@ def index_recall(
         _, got = index(tf.constant(q))
         got = got.numpy()
         k = got.shape[1]
-        exact = tf.math.top_k(tf.matmul(q, candidates, transpose_b=True), k).values.numpy()
-        kth = exact[:, -1]
+        if exact_kth is None:
+            exact = tf.math.top_k(tf.matmul(q, candidates, transpose_b=True), k).values.numpy()
+            kth = exact[:, -1]
+        else:
+            kth = exact_kth[start : start + batch]
         positions = np.searchsorted(sorted_ids, got)
         rows = order[np.minimum(positions, len(order) - 1)]
         known = sorted_ids[np.minimum(positions, len(order) - 1)] == got
@@ -359,6 +371,44 @@ def index_recall(
         "recall_p10": round(float(np.percentile(recall, 10)), 5),
         "recall_queries": len(recall),
     }
+
+
+def exact_kth_scores(
+    candidates: np.ndarray, queries: np.ndarray, k: int, batch: int = 64
+) -> np.ndarray:
+    """float32 ``[M]``: each query's K-th best score over every candidate (brute force)."""
+    parts = []
+    for start in range(0, len(queries), batch):
+        q = tf.constant(np.asarray(queries[start : start + batch], np.float32))
+        parts.append(tf.math.top_k(tf.matmul(q, candidates, transpose_b=True), k).values[:, -1])
+    return np.concatenate([p.numpy() for p in parts])
+
+
+def tune_leaves_to_search(
+    index: ScannIndex,
+    candidates: np.ndarray,
+    video_ids: np.ndarray,
+    queries: np.ndarray,
+    target_recall: float,
+) -> list[dict[str, Any]]:
+    """Sets ``index`` to search the fewest partitions whose recall@K on ``queries`` reaches
+    ``target_recall`` (every partition if none does), trying a ladder of shares of the leaves.
+
+    Returns:
+      The ladder tried: ``[{"leaves_to_search", "recall_at_k"}, ...]`` (up to the choice).
+    """
+    leaves = index.num_leaves
+    shares = (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.6, 0.8, 1.0)
+    ladder = sorted({min(leaves, max(1, round(share * leaves))) for share in shares})
+    kth = exact_kth_scores(candidates, queries, index.k)
+    tried = []
+    for n in ladder:
+        index.set_leaves_to_search(n)
+        recall = index_recall(index, candidates, video_ids, queries, exact_kth=kth)["recall_at_k"]
+        tried.append({"leaves_to_search": n, "recall_at_k": recall})
+        if recall >= target_recall:
+            break
+    return tried
 
 
 def query_embeddings(stage: RetrievalStage, dataset: tf.data.Dataset, limit: int) -> np.ndarray:

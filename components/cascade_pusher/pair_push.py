@@ -88,8 +88,8 @@ def check_index(
         raise IndexRecallError(
             f"{stage}: index {report.get('kind')} recall@{report.get('k')} against brute force "
             f"is {recall:.4f} on {report.get('recall_queries')} eval queries, below the floor "
-            f"{min_recall}; not pushed (search more leaves or re-score more candidates: "
-            f"training.index.num_leaves_to_search / num_reordering_candidates)"
+            f"{min_recall}; not pushed (search more partitions: training.index.target_recall, "
+            f"or num_leaves_to_search; with quantized scoring, num_reordering_candidates)"
         )
     return report
 

@@ -13,7 +13,8 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from models.config import IndexConfig
-from models.exporter import index_recall
+from models.exporter import index_recall, tune_leaves_to_search
+from models.scann_index import ScannIndex
 
 
 def _corpus(n: int = 600, d: int = 8, seed: int = 0):
@@ -37,10 +38,15 @@ def test_index_config_picks_the_kind_by_corpus_size_and_rejects_typos():
     assert IndexConfig(kind="scann").resolved_kind(10) == "scann"
     assert IndexConfig(kind="brute_force").resolved_kind(10**9) == "brute_force"
     params = IndexConfig().scann_params(1_000_000, k=100)
-    assert params["num_leaves"] == 1000 and params["num_leaves_to_search"] == 100
-    assert params["num_reordering_candidates"] == 1000
+    # Leaves to search unset: the export tunes it, starting from every leaf.
+    assert params["num_leaves"] == 1000 and params["leaves_to_search"] == 1000
+    assert params["scoring"] == "exact" and params["reordering_candidates"] == 1000
     small = IndexConfig(num_leaves=50, num_leaves_to_search=80).scann_params(20, k=5)
-    assert small["num_leaves"] == 20 and small["num_leaves_to_search"] == 20
+    assert small["num_leaves"] == 20 and small["leaves_to_search"] == 20
+    with pytest.raises(ValueError, match="scoring"):
+        IndexConfig(scoring="lossy")
+    with pytest.raises(ValueError, match="target_recall"):
+        IndexConfig(target_recall=1.5)
     with pytest.raises(ValueError, match="kind"):
         IndexConfig(kind="annoy")
     with pytest.raises(ValueError, match="unknown field"):
@@ -77,15 +83,16 @@ def test_ties_at_the_kth_score_do_not_count_as_misses():
     assert report["recall_at_k"] == 1.0
 
 
-def test_scann_searching_everything_answers_as_brute_force():
+@pytest.mark.parametrize("scoring", ["exact", "quantized"])
+def test_scann_searching_everything_answers_as_brute_force(scoring):
     candidates, ids, queries = _corpus(n=500)
     k = 10
-    scann = tfrs.layers.factorized_top_k.ScaNN(
+    scann = ScannIndex(
         k=k,
         num_leaves=5,
-        num_leaves_to_search=5,  # every partition
-        num_reordering_candidates=500,  # every item re-scored exactly
-        dimensions_per_block=1,
+        leaves_to_search=5,  # every partition
+        scoring=scoring,
+        reordering_candidates=500,  # quantized: every item re-scored exactly
     )
     scann.index(tf.constant(candidates), identifiers=tf.constant(ids))
     scann_scores, scann_ids = scann(tf.constant(queries))
@@ -94,9 +101,38 @@ def test_scann_searching_everything_answers_as_brute_force():
     np.testing.assert_allclose(scann_scores.numpy(), exact_scores.numpy(), rtol=1e-5)
     assert index_recall(scann, candidates, ids, queries)["recall_at_k"] == 1.0
 
-    # Searching one partition of 25 without re-scoring misses a good part of the top K.
-    coarse = tfrs.layers.factorized_top_k.ScaNN(
-        k=k, num_leaves=25, num_leaves_to_search=1, dimensions_per_block=4
+    # Searching one partition of 5 misses a good part of the top K; the setting is live.
+    scann.set_leaves_to_search(1)
+    assert index_recall(scann, candidates, ids, queries)["recall_at_k"] < 0.9
+    with pytest.raises(ValueError, match="leaves_to_search"):
+        scann.set_leaves_to_search(6)
+
+
+def test_quantized_scoring_without_re_scoring_loses_recall():
+    candidates, ids, queries = _corpus(n=500)
+    coarse = ScannIndex(
+        k=10,
+        num_leaves=25,
+        leaves_to_search=25,
+        scoring="quantized",
+        dimensions_per_block=4,
+        reordering_candidates=10,
     )
     coarse.index(tf.constant(candidates), identifiers=tf.constant(ids))
     assert index_recall(coarse, candidates, ids, queries)["recall_at_k"] < 0.9
+
+
+def test_tuning_picks_the_fewest_partitions_that_reach_the_target():
+    candidates, ids, queries = _corpus(n=3000, d=8)
+    scann = ScannIndex(k=20, num_leaves=50, leaves_to_search=50)
+    scann.index(tf.constant(candidates), identifiers=tf.constant(ids))
+    tried = tune_leaves_to_search(scann, candidates, ids, queries, target_recall=0.9)
+    recalls = [step["recall_at_k"] for step in tried]
+    assert recalls[-1] >= 0.9 and all(r < 0.9 for r in recalls[:-1])
+    assert scann.leaves_to_search == tried[-1]["leaves_to_search"] < 50
+    assert [s["leaves_to_search"] for s in tried] == sorted({s["leaves_to_search"] for s in tried})
+    # Re-measured with the chosen setting: the same recall.
+    assert index_recall(scann, candidates, ids, queries)["recall_at_k"] == recalls[-1]
+    # Exact scoring of every partition is brute force: a target of 1.0 is always reached.
+    tried = tune_leaves_to_search(scann, candidates, ids, queries, target_recall=1.0)
+    assert tried[-1]["recall_at_k"] == 1.0 and len(tried) > len(recalls)

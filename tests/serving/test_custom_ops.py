@@ -32,9 +32,9 @@ def _save(path: Path, scann: bool) -> Path:
     candidates = tf.constant(rng.normal(size=(300, 4)).astype(np.float32))
     ids = tf.constant(np.arange(300, dtype=np.int64))
     if scann:
-        index = tfrs.layers.factorized_top_k.ScaNN(
-            k=5, num_leaves=4, num_leaves_to_search=4, num_reordering_candidates=300
-        )
+        from models.scann_index import ScannIndex
+
+        index = ScannIndex(k=5, num_leaves=4, leaves_to_search=4)
     else:
         index = tfrs.layers.factorized_top_k.BruteForce(k=5)
     index.index(candidates, identifiers=ids)

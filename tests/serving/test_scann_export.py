@@ -4,7 +4,8 @@ loaded in a fresh process and in the service, served by TF Serving only with Sca
 The session's trained cascade (version 1 of ``conftest.trained``) is re-exported with two ScaNN
 indexes over its training corpus: ``exact`` searches every partition and re-scores every item
 exactly (so it must answer exactly what the trainer's brute-force export answers), ``coarse``
-searches one partition of 64 and re-scores only the top K (a bad index the push must refuse).
+searches one partition of 64 with quantized scores and re-scores only the top K (a bad index the
+push must refuse), ``tuned`` leaves the partitions searched to the export's tuning.
 """
 
 from __future__ import annotations
@@ -44,9 +45,12 @@ def scann_exports(tmp_path_factory, trained, transformed_log):
             kind="scann",
             num_leaves=64,
             num_leaves_to_search=1,
+            scoring="quantized",
             num_reordering_candidates=K,
             dimensions_per_block=4,
         ),
+        # Leaves to search left to the export's tuning.
+        "tuned": IndexConfig(kind="scann", num_leaves=32, target_recall=0.9),
     }
     root = tmp_path_factory.mktemp("scann_exports")
     return {
@@ -100,7 +104,12 @@ def test_the_export_reports_its_index_and_keeps_the_signatures(scann_exports, tr
     assert exact["items"] == len(trained[1].corpus) and exact["k"] == K
     assert exact["recall_at_k"] == 1.0 and exact["recall_queries"] == 200
     assert coarse["recall_at_k"] < 0.9, coarse  # one partition of 64: most of the top K missed
-    assert coarse["params"]["num_leaves_to_search"] == 1
+    assert coarse["params"]["leaves_to_search"] == 1
+    # Tuned on half of the queries, measured on the other half; the choice is what is saved.
+    tuned = _report(scann_exports["tuned"])
+    assert tuned["recall_queries"] == 100 and tuned["tuning"][-1]["recall_at_k"] >= 0.9
+    assert tuned["params"]["leaves_to_search"] == tuned["tuning"][-1]["leaves_to_search"]
+    assert all(step["recall_at_k"] < 0.9 for step in tuned["tuning"][:-1])
     brute = _report(trained[1].export_dirs)  # the trainer's own export (auto: small corpus)
     assert brute["kind"] == "brute_force" and brute["exact"] and brute["recall_at_k"] == 1.0
     # TF Serving clients see the same signatures whichever the index.
