@@ -414,6 +414,11 @@ class IndexConfig:
         "quantized" (anisotropic hashing, then ``num_reordering_candidates`` re-scored exactly:
         for wide embeddings; at 16 dimensions it loses the large-norm items that a dot product
         ranks first, docs/serving.md).
+      partitioning: "direction" (the embeddings centred on the mean item and partitioned by
+        direction, spherical k-means), "l2" (k-means on the embeddings as they are, TFRS's
+        layer), or "auto": the export builds both and keeps the one that reaches the target
+        with fewer partitions searched (which is better depends on the embeddings' shape:
+        docs/serving.md).
       dimensions_per_block: embedding dimensions per 4-bit code (quantized scoring).
       num_reordering_candidates: candidates re-scored exactly (quantized scoring); None: 10 x K.
       training_iterations: k-means iterations of the partitioning.
@@ -427,6 +432,7 @@ class IndexConfig:
     num_leaves_to_search: AtLeast1 | None = None
     target_recall: Annotated[float, Interval(gt=0.0, le=1.0)] = 0.97
     scoring: Literal["exact", "quantized"] = "exact"
+    partitioning: Literal["auto", "direction", "l2"] = "auto"
     dimensions_per_block: AtLeast1 = 1
     num_reordering_candidates: AtLeast1 | None = None
     training_iterations: AtLeast1 = 12
@@ -446,6 +452,7 @@ class IndexConfig:
             "num_leaves": leaves,
             "leaves_to_search": min(leaves, self.num_leaves_to_search or leaves),
             "scoring": self.scoring,
+            "partitioning": self.partitioning,
             "dimensions_per_block": self.dimensions_per_block,
             "reordering_candidates": self.num_reordering_candidates or 10 * k,
             "training_iterations": self.training_iterations,

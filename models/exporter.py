@@ -216,42 +216,71 @@ class RetrievalServing(tf.Module):
         candidates = tf.concat(embeddings, axis=0) / stage.temperature
         identifiers = tf.constant(corpus.video_ids, tf.int64)
         self.index_kind = index.resolved_kind(len(corpus))
-        started = time.perf_counter()
-        if self.index_kind == "scann":
-            params = index.scann_params(len(corpus), self.top_k)
-            self.index = ScannIndex(k=self.top_k, **params)
-        else:
-            params = {}
-            self.index = tfrs.layers.factorized_top_k.BruteForce(k=self.top_k)
-        self.index.index(candidates, identifiers=identifiers)
-        # The layers build their state on the first call: call before saving.
-        self.index(tf.zeros([1, candidates.shape[-1]]))
-        report: dict[str, Any] = {
-            "kind": self.index_kind,
-            "exact": self.index_kind == "brute_force",
-            "items": len(corpus),
-            "k": self.top_k,
-            "dimensions": int(candidates.shape[-1]),
-            "params": params,
-            "build_seconds": round(time.perf_counter() - started, 3),
-        }
         have_queries = recall_queries is not None and len(recall_queries) > 0
         if self.index_kind != "brute_force" and not have_queries:
             raise ValueError(
                 "index: an approximate index needs recall_queries to measure its recall at "
                 "export (the push checks it against a floor)"
             )
-        if have_queries:
+        started = time.perf_counter()
+        report: dict[str, Any] = {
+            "kind": self.index_kind,
+            "exact": self.index_kind == "brute_force",
+            "items": len(corpus),
+            "k": self.top_k,
+            "dimensions": int(candidates.shape[-1]),
+        }
+        if self.index_kind == "scann":
+            params = index.scann_params(len(corpus), self.top_k)
+            partitionings = ("direction", "l2") if index.partitioning == "auto" else None
+            choosing = partitionings is not None or index.num_leaves_to_search is None
             embeddings = candidates.numpy()
-            if self.index_kind == "scann" and index.num_leaves_to_search is None:
-                # Tune on one half of the queries, measure on the other: the recall the push
+            if choosing:
+                # Choose on one half of the queries, measure on the other: the recall the push
                 # checks is not the one the choice was made on.
                 tuning, recall_queries = recall_queries[0::2], recall_queries[1::2]
-                report["tuning"] = tune_leaves_to_search(
-                    self.index, embeddings, corpus.video_ids, tuning, index.target_recall
-                )
-                params["leaves_to_search"] = self.index.leaves_to_search
-            report.update(index_recall(self.index, embeddings, corpus.video_ids, recall_queries))
+            tried = []
+            for partitioning in partitionings or (params["partitioning"],):
+                built = ScannIndex(k=self.top_k, **{**params, "partitioning": partitioning})
+                built.index(candidates, identifiers=identifiers)
+                if index.num_leaves_to_search is None:
+                    ladder = tune_leaves_to_search(
+                        built, embeddings, corpus.video_ids, tuning, index.target_recall
+                    )
+                elif choosing:
+                    ladder = [
+                        {
+                            "leaves_to_search": built.leaves_to_search,
+                            **index_recall(built, embeddings, corpus.video_ids, tuning),
+                        }
+                    ]
+                else:
+                    ladder = [{"leaves_to_search": built.leaves_to_search}]
+                tried.append((built, partitioning, ladder))
+            # The fewest partitions searched wins; among equals, the better recall.
+            built, partitioning, ladder = min(
+                tried,
+                key=lambda t: (
+                    t[2][-1]["leaves_to_search"],
+                    -t[2][-1].get("recall_at_k", 0.0),
+                ),
+            )
+            self.index = built
+            params.update(partitioning=partitioning, leaves_to_search=built.leaves_to_search)
+            if choosing:
+                report["tuning"] = {name: steps for _, name, steps in tried}
+        else:
+            params = {}
+            self.index = tfrs.layers.factorized_top_k.BruteForce(k=self.top_k)
+            self.index.index(candidates, identifiers=identifiers)
+        # The layers build their state on the first call: call before saving.
+        self.index(tf.zeros([1, candidates.shape[-1]]))
+        report["params"] = params
+        report["build_seconds"] = round(time.perf_counter() - started, 3)
+        if have_queries:
+            report.update(
+                index_recall(self.index, candidates.numpy(), corpus.video_ids, recall_queries)
+            )
         # A string: tf.Module would track (and try to save) a dict attribute.
         self._index_report_json = json.dumps(report, sort_keys=True)
 
@@ -398,7 +427,7 @@ def tune_leaves_to_search(
       The ladder tried: ``[{"leaves_to_search", "recall_at_k"}, ...]`` (up to the choice).
     """
     leaves = index.num_leaves
-    shares = (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.6, 0.8, 1.0)
+    shares = (0.02, 0.05, 0.1, 0.125, 0.15, 0.175, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)
     ladder = sorted({min(leaves, max(1, round(share * leaves))) for share in shares})
     kth = exact_kth_scores(candidates, queries, index.k)
     tried = []

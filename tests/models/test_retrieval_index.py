@@ -41,6 +41,7 @@ def test_index_config_picks_the_kind_by_corpus_size_and_rejects_typos():
     # Leaves to search unset: the export tunes it, starting from every leaf.
     assert params["num_leaves"] == 1000 and params["leaves_to_search"] == 1000
     assert params["scoring"] == "exact" and params["reordering_candidates"] == 1000
+    assert params["partitioning"] == "auto"  # the export tries both
     small = IndexConfig(num_leaves=50, num_leaves_to_search=80).scann_params(20, k=5)
     assert small["num_leaves"] == 20 and small["leaves_to_search"] == 20
     with pytest.raises(ValueError, match="scoring"):
@@ -83,22 +84,28 @@ def test_ties_at_the_kth_score_do_not_count_as_misses():
     assert report["recall_at_k"] == 1.0
 
 
-@pytest.mark.parametrize("scoring", ["exact", "quantized"])
-def test_scann_searching_everything_answers_as_brute_force(scoring):
+@pytest.mark.parametrize(
+    ("scoring", "partitioning"),
+    [("exact", "direction"), ("exact", "l2"), ("quantized", "direction"), ("quantized", "l2")],
+)
+def test_scann_searching_everything_answers_as_brute_force(scoring, partitioning):
     candidates, ids, queries = _corpus(n=500)
+    candidates += 3.0  # off-centre, as trained embeddings are: the centring must not show
     k = 10
     scann = ScannIndex(
         k=k,
         num_leaves=5,
         leaves_to_search=5,  # every partition
         scoring=scoring,
+        partitioning=partitioning,
         reordering_candidates=500,  # quantized: every item re-scored exactly
     )
     scann.index(tf.constant(candidates), identifiers=tf.constant(ids))
     scann_scores, scann_ids = scann(tf.constant(queries))
     exact_scores, exact_ids = _brute_force(candidates, ids, k)(tf.constant(queries))
     np.testing.assert_array_equal(scann_ids.numpy(), exact_ids.numpy())
-    np.testing.assert_allclose(scann_scores.numpy(), exact_scores.numpy(), rtol=1e-5)
+    # The returned scores are the dot products (the centre's shift added back).
+    np.testing.assert_allclose(scann_scores.numpy(), exact_scores.numpy(), rtol=1e-5, atol=1e-4)
     assert index_recall(scann, candidates, ids, queries)["recall_at_k"] == 1.0
 
     # Searching one partition of 5 misses a good part of the top K; the setting is live.
