@@ -66,11 +66,12 @@ def test_tiny_experiment_runs_end_to_end_and_resumes(tmp_path: Path, capfd) -> N
     assert json.loads((out / "cells" / "bce__seed0__day2.json").read_text()) == kept
 
 
-def _recflow_layout(folder: Path) -> list[str]:
+def _recflow_layout(folder: Path, rerank_candidates: int = 10) -> list[str]:
     """A tiny RecFlow-layout download: one ``all_stage/2024-01-DD.feather`` file per day with
     RecFlow's columns (no behaviour sequence) in RecFlow's units (upload_timestamp in s,
     duration and playing_time in ms: the ``recflow`` preset), days 10, 11, 12. Rows from the
-    simulator (ms and s), converted."""
+    simulator (ms and s), converted; ``rerank_candidates`` 20: the three-stage setting's
+    rerank_pos / rerank_neg flags, 10 each."""
     import pyarrow.compute as pc
     import pyarrow.feather as feather
     import pyarrow.parquet as pq
@@ -78,7 +79,8 @@ def _recflow_layout(folder: Path) -> list[str]:
     from simulator import SimulatorConfig, simulate
 
     simulated = folder / "simulated"
-    simulate(SimulatorConfig(), simulated, days=3, requests_per_day=60, seed=3)
+    config = SimulatorConfig(rerank_candidates=rerank_candidates)
+    simulate(config, simulated, days=3, requests_per_day=60, seed=3)
     sequences = ["seq_video_id", "seq_author_id", "seq_category_level_two"]
     # The simulator's units -> RecFlow's, per column: factor applied to the value.
     to_recflow = {"upload_timestamp": 1e-3, "duration": 1e3, "playing_time": 1e3}
@@ -98,21 +100,45 @@ def _recflow_layout(folder: Path) -> list[str]:
     return written
 
 
-def test_experiment_on_a_recflow_layout_folder(tmp_path: Path) -> None:
+THREE_STAGES = {
+    "data": {
+        "list_size": 50,
+        "groups": ["rerank_pos", "rerank_neg", "rank_neg", "coarse_neg", "prerank_neg"],
+    },
+    "model": {
+        "stages": [
+            {"name": "retrieval", "kind": "two_tower", "keep": 40, "role": "retrieval"},
+            {"name": "prerank", "kind": "mlp", "keep": 30, "role": "rescore"},
+            {"name": "ranking", "kind": "din", "keep": 20, "role": "rescore"},
+        ]
+    },
+}
+
+
+@pytest.mark.parametrize(
+    ("stages", "method", "recall"),
+    [(2, "fs_ranknet", "recall_at_10_at_30_at_20"), (3, "lcron", "recall_at_10_at_40_at_30_at_20")],
+)
+def test_experiment_on_a_recflow_layout_folder(
+    tmp_path: Path, stages: int, method: str, recall: str
+) -> None:
     """``lcron experiment --data DIR --format feather --day-pattern ...``: the streaming
     protocol on a user's logs (train on Jan 10-11, test on Jan 12), one pass over the
-    training requests."""
-    assert _recflow_layout(tmp_path) == [f"2024-01-{d}.feather" for d in (10, 11, 12)]
+    training requests; two stages, and the paper's three-stage setting (list of 50, ground
+    truth rerank_pos)."""
+    layout = _recflow_layout(tmp_path, rerank_candidates=10 if stages == 2 else 20)
+    assert layout == [f"2024-01-{d}.feather" for d in (10, 11, 12)]
     experiment = tmp_path / "experiment.json"
     experiment.write_text(
         json.dumps(
             {
-                "variants": [{"name": "fs_ranknet", "loss": {"method": "fs_ranknet"}}],
+                "variants": [{"name": method, "loss": {"method": method}}],
                 "seeds": [0],
                 "eval_days": [12],
                 "train_window": 2,
                 "passes": 1,
                 "trainer": {"batch_size": 16},
+                **(THREE_STAGES if stages == 3 else {}),
             }
         )
     )
@@ -136,7 +162,7 @@ def test_experiment_on_a_recflow_layout_folder(tmp_path: Path) -> None:
     artifacts = json.loads((out / "days" / "day_12" / "artifacts.json").read_text())
     assert artifacts["train_requests"] == 120  # the two training days' requests
     assert cell["train_steps"] == 120 // 16  # one pass, full batches
-    assert 0.0 < cell["recall_at_10_at_30_at_20"] <= 1.0
+    assert 0.0 < cell[recall] <= 1.0
     assert str(tmp_path / "recflow") in (out / "results.md").read_text()
     for name in ("recall_by_method.png", "recall_by_day.png", "recall_by_stage.png"):
         assert (out / name).read_bytes()[:8] == PNG_MAGIC
