@@ -16,6 +16,26 @@ import pytest
 # Set before any test imports TensorFlow.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Longest files first: those with pipeline runs, then those with other slow tests, then
+    the rest (stable within each; a file's tests stay together, so module fixtures are built
+    once). ``make test`` hands whole files to two workers in this order (xdist ``loadfile``),
+    so the minutes-long files start first and the short ones fill in around them instead of one
+    worker finishing a pipeline run alone at the end."""
+
+    def weight(item: pytest.Item) -> int:
+        if item.get_closest_marker("pipeline"):
+            return 0
+        return 1 if item.get_closest_marker("slow") else 2
+
+    by_file: dict[str, int] = {}
+    for item in items:
+        path = str(item.path)
+        by_file[path] = min(by_file.get(path, 2), weight(item))
+    items.sort(key=lambda item: by_file[str(item.path)])
+
+
 # A small simulated log: days 0-1 train, day 2 eval.
 LOG_DAYS, LOG_REQUESTS, LOG_SEED = 3, 250, 11
 
