@@ -230,28 +230,37 @@ class RetrievalServing(tf.Module):
             "k": self.top_k,
             "dimensions": int(candidates.shape[-1]),
         }
+        embeddings = candidates.numpy() if have_queries else None
         if self.index_kind == "scann":
             params = index.scann_params(len(corpus), self.top_k)
             partitionings = ("direction", "l2") if index.partitioning == "auto" else None
             choosing = partitionings is not None or index.num_leaves_to_search is None
-            embeddings = candidates.numpy()
             if choosing:
                 # Choose on one half of the queries, measure on the other: the recall the push
                 # checks is not the one the choice was made on.
                 tuning, recall_queries = recall_queries[0::2], recall_queries[1::2]
+                # Brute force over the corpus once, for every index tried.
+                tuning_kth = exact_kth_scores(embeddings, tuning, self.top_k)
             tried = []
             for partitioning in partitionings or (params["partitioning"],):
                 built = ScannIndex(k=self.top_k, **{**params, "partitioning": partitioning})
                 built.index(candidates, identifiers=identifiers)
                 if index.num_leaves_to_search is None:
                     ladder = tune_leaves_to_search(
-                        built, embeddings, corpus.video_ids, tuning, index.target_recall
+                        built,
+                        embeddings,
+                        corpus.video_ids,
+                        tuning,
+                        index.target_recall,
+                        exact_kth=tuning_kth,
                     )
                 elif choosing:
                     ladder = [
                         {
                             "leaves_to_search": built.leaves_to_search,
-                            **index_recall(built, embeddings, corpus.video_ids, tuning),
+                            **index_recall(
+                                built, embeddings, corpus.video_ids, tuning, exact_kth=tuning_kth
+                            ),
                         }
                     ]
                 else:
@@ -278,9 +287,7 @@ class RetrievalServing(tf.Module):
         report["params"] = params
         report["build_seconds"] = round(time.perf_counter() - started, 3)
         if have_queries:
-            report.update(
-                index_recall(self.index, candidates.numpy(), corpus.video_ids, recall_queries)
-            )
+            report.update(index_recall(self.index, embeddings, corpus.video_ids, recall_queries))
         # A string: tf.Module would track (and try to save) a dict attribute.
         self._index_report_json = json.dumps(report, sort_keys=True)
 
@@ -382,8 +389,7 @@ def index_recall(
         got = got.numpy()
         k = got.shape[1]
         if exact_kth is None:
-            exact = tf.math.top_k(tf.matmul(q, candidates, transpose_b=True), k).values.numpy()
-            kth = exact[:, -1]
+            kth = exact_kth_scores(candidates, q, k, batch)
         else:
             kth = exact_kth[start : start + batch]
         positions = np.searchsorted(sorted_ids, got)
@@ -419,9 +425,11 @@ def tune_leaves_to_search(
     video_ids: np.ndarray,
     queries: np.ndarray,
     target_recall: float,
+    exact_kth: np.ndarray | None = None,
 ) -> list[dict[str, Any]]:
     """Sets ``index`` to search the fewest partitions whose recall@K on ``queries`` reaches
     ``target_recall`` (every partition if none does), trying a ladder of shares of the leaves.
+    ``exact_kth``: the queries' exact K-th best scores when already known (else computed).
 
     Returns:
       The ladder tried: ``[{"leaves_to_search", "recall_at_k"}, ...]`` (up to the choice).
@@ -429,7 +437,7 @@ def tune_leaves_to_search(
     leaves = index.num_leaves
     shares = (0.02, 0.05, 0.1, 0.125, 0.15, 0.175, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0)
     ladder = sorted({min(leaves, max(1, round(share * leaves))) for share in shares})
-    kth = exact_kth_scores(candidates, queries, index.k)
+    kth = exact_kth_scores(candidates, queries, index.k) if exact_kth is None else exact_kth
     tried = []
     for n in ladder:
         index.set_leaves_to_search(n)
