@@ -116,10 +116,8 @@ class DataConfig:
 
     @pydantic.model_validator(mode="after")
     def _simulated_groups_are_filled(self) -> DataConfig:
-        from simulator.config import SimulatorConfig
-
         rerank_groups = {"rerank_pos", "rerank_neg"} & set(self.groups)
-        passed = SimulatorConfig.from_dict(self.simulator).rerank_candidates
+        passed = self.simulator_config().rerank_candidates
         if not self.input_base and rerank_groups and passed < 2 * GROUP_SIZE:
             raise ValueError(
                 f"groups {sorted(rerank_groups)} on the simulated log need "
