@@ -26,8 +26,9 @@ items) and the retrieval index of ``--index`` (brute force, ScaNN, or auto by co
 export measures the index's recall@K against brute force on eval-day queries), and pushes the
 pair with the pipeline's ``push_pair`` (recall floor, fresh-process validation, warmup). The
 load replays the log's eval-day requests. ``--work-dir DIR`` keeps the prepared pair and reuses
-it when the same options are asked again; ``--serving-dir`` serves an existing push instead
-(with synthetic users).
+it when the same options are asked again of the same code (models/, components/);
+``--serving-dir`` serves an existing push instead (with synthetic users). A variant's flags may
+name another push (``--variant old=--serving-dir DIR``): both pairs get the same load.
 
     lcron bench serve                                   # 100k items, brute force, sweep
     lcron bench serve -- --items 1000000 --index scann --rates 100 200 300
@@ -126,15 +127,23 @@ def _index_config(args: argparse.Namespace):
     if args.scann_target_recall:
         values["target_recall"] = args.scann_target_recall
     values["scoring"] = args.scann_scoring
+    if args.scann_query_groups:
+        values["query_groups"] = args.scann_query_groups
     return IndexConfig(**values)
 
 
 def _prepare_key(args: argparse.Namespace) -> str:
     fields = ("items", "index", "scann_leaves_to_search", "scann_reorder", "train_steps")
     fields += ("scann_scoring", "scann_target_recall")
-    fields += ("log_days",)
-    fields += ("log_requests", "seed", "min_index_recall")
-    text = json.dumps({f: getattr(args, f) for f in fields}, sort_keys=True)
+    fields += ("scann_query_groups", "log_days", "log_requests", "seed", "min_index_recall")
+    key = {f: getattr(args, f) for f in fields}
+    # The code that trains, exports and pushes is part of the key: a pair prepared by older
+    # code is not reused for newer code.
+    code = hashlib.sha256()
+    for path in sorted([*ROOT.glob("models/**/*.py"), *ROOT.glob("components/**/*.py")]):
+        code.update(path.relative_to(ROOT).as_posix().encode() + path.read_bytes())
+    key["code"] = code.hexdigest()
+    text = json.dumps(key, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
@@ -491,6 +500,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--scann-scoring", choices=("exact", "quantized"), default="exact", help="within partitions"
+    )
+    parser.add_argument(
+        "--scann-query-groups", type=int, default=None, help="default: IndexConfig's (4)"
     )
     parser.add_argument(
         "--scann-reorder", type=int, default=None, help="candidates re-scored exactly (ScaNN)"

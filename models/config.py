@@ -422,6 +422,10 @@ class IndexConfig:
       dimensions_per_block: embedding dimensions per 4-bit code (quantized scoring).
       num_reordering_candidates: candidates re-scored exactly (quantized scoring); None: 10 x K.
       training_iterations: k-means iterations of the partitioning.
+      query_groups: a batch's queries are searched in this many groups at once (one ScaNN op
+        each, run concurrently by TensorFlow's inter-op threads; ScaNN searches one op's
+        queries one after the other). Around the serving machine's cores; groups a batch does
+        not fill cost ~0.05 ms each (docs/serving.md).
       recall_queries: queries (from the eval split) on which the export measures the index's
         recall@K against brute force; the push refuses an index below its recall floor.
     """
@@ -436,6 +440,7 @@ class IndexConfig:
     dimensions_per_block: AtLeast1 = 1
     num_reordering_candidates: AtLeast1 | None = None
     training_iterations: AtLeast1 = 12
+    query_groups: AtLeast1 = 4
     recall_queries: AtLeast0 = 1000
 
     def resolved_kind(self, num_items: int) -> str:
@@ -456,6 +461,7 @@ class IndexConfig:
             "dimensions_per_block": self.dimensions_per_block,
             "reordering_candidates": self.num_reordering_candidates or 10 * k,
             "training_iterations": self.training_iterations,
+            "query_groups": self.query_groups,
         }
 
     @classmethod

@@ -21,6 +21,14 @@ partitions searched found 0.99 of the exact top 100 against 0.91 with L2 cells).
 The number of partitions searched per query is a query-time setting of the searcher
 (``leaves_to_search``); :class:`ScannIndex` fixes it when the export tunes it
 (``models.exporter``: the fewest partitions that reach the target recall against brute force).
+A batch's queries are searched in ``query_groups`` groups, one ScaNN op each, which
+TensorFlow's inter-op threads run at once: a lone ScaNN op searches its queries one after the
+other (its own parallel mode only splits batches of hundreds: measured no faster for batches
+of up to 8), so a micro-batch of a few
+queries would otherwise take a few times one query's search. The searches only read the
+searcher, and are declared so (``auto_control_deps_utils.register_read_only_resource_op``):
+otherwise the traced function chains every op on the searcher one after the other.
+
 Like every TFRS top-K layer: ``index(candidates, identifiers)`` then ``call(queries)`` ->
 (scores [batch, k], identifiers [batch, k]); the searcher is saved in the SavedModel (ScaNN's
 ``Scann>`` ops, ``serving.custom_ops``).
@@ -33,6 +41,12 @@ from typing import Literal
 
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
+from tensorflow.python.framework import auto_control_deps_utils
+
+# Searching does not change the searcher: without this, tf.function's automatic control
+# dependencies order the searches of one batch's query groups one after the other (they share
+# the searcher's resource handle), and the saved graph keeps that order.
+auto_control_deps_utils.register_read_only_resource_op("Scann>ScannSearchBatched")
 
 SCORINGS: tuple[str, ...] = ("exact", "quantized")
 PARTITIONINGS: tuple[str, ...] = ("direction", "l2")
@@ -53,6 +67,8 @@ class ScannIndex(tfrs.layers.factorized_top_k.TopK):
       dimensions_per_block: see ``scoring`` (quantized only).
       reordering_candidates: see ``scoring`` (quantized only; None: 10 x k).
       training_iterations: k-means iterations of the partitioning.
+      query_groups: a batch's queries are split into this many groups, searched concurrently
+        (one ScaNN op per group; a batch smaller than this leaves groups empty).
     """
 
     def __init__(
@@ -65,6 +81,7 @@ class ScannIndex(tfrs.layers.factorized_top_k.TopK):
         dimensions_per_block: int = 1,
         reordering_candidates: int | None = None,
         training_iterations: int = 12,
+        query_groups: int = 1,
         name: str | None = None,
     ) -> None:
         super().__init__(k=k, name=name)
@@ -80,6 +97,8 @@ class ScannIndex(tfrs.layers.factorized_top_k.TopK):
         self._dimensions_per_block = int(dimensions_per_block)
         self._reordering_candidates = int(reordering_candidates or 10 * k)
         self._training_iterations = int(training_iterations)
+        self._query_groups = 1
+        self.set_query_groups(query_groups)
         self._serialized_searcher = None
         self._identifiers = None
 
@@ -100,6 +119,17 @@ class ScannIndex(tfrs.layers.factorized_top_k.TopK):
         if not 1 <= leaves <= self._num_leaves:
             raise ValueError(f"leaves_to_search must be in 1..{self._num_leaves}, got {leaves}")
         self._leaves_to_search = int(leaves)
+        self._reset_tf_function_cache()
+
+    @property
+    def query_groups(self) -> int:
+        return self._query_groups
+
+    def set_query_groups(self, groups: int) -> None:
+        """Groups a batch's queries are split into from now on (traced functions re-traced)."""
+        if groups < 1:
+            raise ValueError(f"query_groups must be >= 1, got {groups}")
+        self._query_groups = int(groups)
         self._reset_tf_function_cache()
 
     def index(self, candidates: tf.Tensor, identifiers: tf.Tensor | None = None) -> ScannIndex:
@@ -158,14 +188,42 @@ class ScannIndex(tfrs.layers.factorized_top_k.TopK):
         if self._serialized_searcher is None:
             raise ValueError("call index() before querying the index")
         searcher = scann_ops.searcher_from_module(self._serialized_searcher)
-        result = searcher.search_batched_parallel(
-            queries, final_num_neighbors=k or self._k, leaves_to_search=self._leaves_to_search
-        )
+        count = tf.shape(queries)[0]
+        groups = []
+        for group in range(self._query_groups):
+            start = count * group // self._query_groups
+            end = count * (group + 1) // self._query_groups
+            groups.append(
+                searcher.search_batched_parallel(  # ScaNN's pool splits batches of hundreds
+                    queries[start:end],
+                    final_num_neighbors=k or self._k,
+                    leaves_to_search=self._leaves_to_search,
+                )
+            )
+        distances, indices = _concat_groups(groups)
         # The searcher scored q . (x - center): add the query's shift back.
-        scores = result.distances + tf.reduce_sum(queries * self._center, axis=1, keepdims=True)
+        scores = distances + tf.reduce_sum(queries * self._center, axis=1, keepdims=True)
         if self._identifiers is None:
-            return scores, result.indices
-        return scores, tf.gather(self._identifiers, result.indices)
+            return scores, indices
+        return scores, tf.gather(self._identifiers, indices)
 
     def is_exact(self) -> bool:
         return False
+
+
+def _concat_groups(groups: list) -> tuple[tf.Tensor, tf.Tensor]:
+    """One batch's (distances, indices) [batch, n] from its query groups' search results.
+
+    A group's width is its queries' longest result (an empty group's is 0); narrower groups are
+    padded the way ScaNN pads the short results within one batch (index 0, distance NaN), so
+    the answer is the one a single search of the whole batch gives.
+    """
+    if len(groups) == 1:
+        return groups[0].distances, groups[0].indices
+    width = tf.reduce_max(tf.stack([tf.shape(g.indices)[1] for g in groups]))
+    distances, indices = [], []
+    for g in groups:
+        pad = [[0, 0], [0, width - tf.shape(g.indices)[1]]]
+        distances.append(tf.pad(g.distances, pad, constant_values=float("nan")))
+        indices.append(tf.pad(g.indices, pad))
+    return tf.concat(distances, axis=0), tf.concat(indices, axis=0)

@@ -42,6 +42,7 @@ def test_index_config_picks_the_kind_by_corpus_size_and_rejects_typos():
     assert params["num_leaves"] == 1000 and params["leaves_to_search"] == 1000
     assert params["scoring"] == "exact" and params["reordering_candidates"] == 1000
     assert params["partitioning"] == "auto"  # the export tries both
+    assert params["query_groups"] == 4
     small = IndexConfig(num_leaves=50, num_leaves_to_search=80).scann_params(20, k=5)
     assert small["num_leaves"] == 20 and small["leaves_to_search"] == 20
     with pytest.raises(ValueError, match="scoring"):
@@ -143,3 +144,58 @@ def test_tuning_picks_the_fewest_partitions_that_reach_the_target():
     # Exact scoring of every partition is brute force: a target of 1.0 is always reached.
     tried = tune_leaves_to_search(scann, candidates, ids, queries, target_recall=1.0)
     assert tried[-1]["recall_at_k"] == 1.0 and len(tried) > len(recalls)
+
+
+def test_query_groups_answer_in_query_order_whatever_the_batch_size():
+    candidates, ids, queries = _corpus(n=2000)
+    candidates += 1.0
+    k = 10
+    scann = ScannIndex(k=k, num_leaves=40, leaves_to_search=6, query_groups=4)
+    scann.index(tf.constant(candidates), identifiers=tf.constant(ids))
+    alone = [[t.numpy()[0] for t in scann(tf.constant(q[None]))] for q in queries[:9]]
+    for batch in range(1, 5):  # each query in a group of its own: as if searched alone
+        scores, got = (t.numpy() for t in scann(tf.constant(queries[:batch])))
+        assert got.shape == (batch, k)
+        np.testing.assert_array_equal(got, [a[1] for a in alone[:batch]])
+        np.testing.assert_allclose(scores, [a[0] for a in alone[:batch]], rtol=1e-6)
+    # Every partition searched, any batch size (groups of one, two and three queries, some
+    # empty): brute force's answers, in query order.
+    exact = ScannIndex(k=k, num_leaves=40, leaves_to_search=40, query_groups=4)
+    exact.index(tf.constant(candidates), identifiers=tf.constant(ids))
+    brute = _brute_force(candidates, ids, k)
+    for batch in range(1, 10):
+        q = tf.constant(queries[:batch])
+        np.testing.assert_array_equal(exact(q)[1].numpy(), brute(q)[1].numpy())
+    # Searching few partitions, the grouped index is approximate (the test can tell).
+    assert index_recall(scann, candidates, ids, queries)["recall_at_k"] < 1.0
+    with pytest.raises(ValueError, match="query_groups"):
+        scann.set_query_groups(0)
+
+
+def test_the_saved_query_groups_searches_are_not_chained(tmp_path):
+    # tf.function orders the ops that share a resource handle unless they only read it: the
+    # saved graph must leave the groups' searches free to run at once.
+    candidates, ids, _ = _corpus(n=800)
+    scann = ScannIndex(k=10, num_leaves=20, leaves_to_search=5, query_groups=3)
+    scann.index(tf.constant(candidates), identifiers=tf.constant(ids))
+    module = tf.Module()
+    module.index = scann
+    module.search = tf.function(
+        lambda q: scann(q)[1], input_signature=[tf.TensorSpec([None, 8], tf.float32)]
+    )
+    module.search.get_concrete_function()
+    tf.saved_model.save(
+        module, str(tmp_path), options=tf.saved_model.SaveOptions(namespace_whitelist=["Scann"])
+    )
+    loaded = tf.saved_model.load(str(tmp_path))
+    graph_def = loaded.search.get_concrete_function().graph.as_graph_def()
+    searches = [
+        (n.name, [i[1:] for i in n.input if i.startswith("^")])
+        for n in [*graph_def.node, *(d for f in graph_def.library.function for d in f.node_def)]
+        if n.op == "Scann>ScannSearchBatched"
+    ]
+    assert len(searches) == 3
+    names = {name for name, _ in searches}
+    assert all(not names & set(control) for _, control in searches), searches
+    # And the loaded function still answers (one query, three groups, two empty).
+    assert loaded.search(tf.constant(candidates[:1])).shape == (1, 10)
