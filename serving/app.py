@@ -395,6 +395,7 @@ def create_app(config: ServiceConfig, backend: Backend) -> FastAPI:
                 "version": pair.version if pair else None,
                 "order": list(pair.order) if pair else [],
                 "stages": pair.describe()["stages"] if pair else {},
+                "batching": pair.describe().get("batching") if pair else None,
                 "pushed_at": manifest.get("pushed_at"),
                 "loaded_at": registry.loaded_at,
                 "last_reload_error": registry.last_error,

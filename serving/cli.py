@@ -42,8 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-batch",
         type=int,
-        default=32,
-        help="inprocess: most concurrent requests served by one signature call (1: no batching)",
+        default=None,
+        help="inprocess: most concurrent requests served by one signature call (1: no "
+        "batching; default: 32, or with a ScaNN retrieval index its query_groups)",
     )
     parser.add_argument(
         "--max-inflight",
@@ -71,7 +72,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     # Usage errors first (on stderr), before the slow imports.
     for flag, value in (("--max-batch", args.max_batch), ("--max-inflight", args.max_inflight)):
-        if value < 1:
+        if value is not None and value < 1:
             print(f"lcron serve: error: {flag} must be >= 1", file=sys.stderr)
             return 2
     if args.k1 < 1 or (args.max_k is not None and not 1 <= args.max_k <= args.k1):

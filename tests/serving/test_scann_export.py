@@ -148,6 +148,9 @@ def test_scann_pair_loads_in_a_fresh_process_and_serves_as_brute_force(
     url = start_service(serving_dir)
     models = httpx.get(f"{url}/v1/models").json()
     assert models["stages"]["retrieval"]["index"]["kind"] == "scann"
+    # ScaNN searches each query's own partitions: a batch holds one query per query group.
+    assert index["params"]["query_groups"] == 4
+    assert models["batching"] == {"max_batch": 4, "max_inflight": 1}
     known, unknown = helpers.known, helpers.unknown
     cases = [
         (helpers.make_user(helpers.users[0], seq=known[:3]), 10),

@@ -64,6 +64,8 @@ def test_health_models_and_metrics(pushed, start_service, helpers):
     assert models["version"] == 1
     assert {s: v["version"] for s, v in models["stages"].items()} == {"retrieval": 1, "ranking": 1}
     assert models["stages"]["ranking"]["path"].endswith("ranking/1")
+    # Brute-force retrieval: large batches amortise its scoring of every item.
+    assert models["batching"] == {"max_batch": 32, "max_inflight": 1}
 
     assert _recommend(url, helpers.make_user(helpers.users[3])).status_code == 200
     assert _recommend(url, {"user_id": 1}).status_code == 422
