@@ -24,8 +24,8 @@ The number of partitions searched per query is a query-time setting of the searc
 A batch's queries are searched in ``query_groups`` groups, one ScaNN op each, which
 TensorFlow's inter-op threads run at once: a lone ScaNN op searches its queries one after the
 other (its own parallel mode only splits batches of hundreds: measured no faster for batches
-of up to 8), so a micro-batch of a few
-queries would otherwise take a few times one query's search. The searches only read the
+of up to 8), so a micro-batch of a few queries would otherwise take a few times one query's
+search. The searches only read the
 searcher, and are declared so (``auto_control_deps_utils.register_read_only_resource_op``):
 otherwise the traced function chains every op on the searcher one after the other.
 
@@ -97,7 +97,6 @@ class ScannIndex(tfrs.layers.factorized_top_k.TopK):
         self._dimensions_per_block = int(dimensions_per_block)
         self._reordering_candidates = int(reordering_candidates or 10 * k)
         self._training_iterations = int(training_iterations)
-        self._query_groups = 1
         self.set_query_groups(query_groups)
         self._serialized_searcher = None
         self._identifiers = None

@@ -389,13 +389,14 @@ def create_app(config: ServiceConfig, backend: Backend) -> FastAPI:
     async def models() -> Response:
         pair = registry.current
         manifest = registry.manifest or {}
+        described = pair.describe() if pair else {}
         return JSONResponse(
             {
                 "backend": backend.name,
                 "version": pair.version if pair else None,
                 "order": list(pair.order) if pair else [],
-                "stages": pair.describe()["stages"] if pair else {},
-                "batching": pair.describe().get("batching") if pair else None,
+                "stages": described.get("stages", {}),
+                "batching": described.get("batching"),
                 "pushed_at": manifest.get("pushed_at"),
                 "loaded_at": registry.loaded_at,
                 "last_reload_error": registry.last_error,

@@ -554,9 +554,13 @@ def batch_limit(index: Mapping[str, Any] | None) -> int:
     own (at 1M items on 2 cores, 200 requests/s: retrieval p99 5.5 ms with batches of up to 32,
     4.5 ms with up to 4; docs/serving.md).
     """
+    from models.config import IndexConfig
+
     if not index or index.get("kind") != "scann":
         return BRUTE_FORCE_MAX_BATCH
-    return int((index.get("params") or {}).get("query_groups") or 4)
+    # An export from before query groups: the limit of today's default.
+    groups = (index.get("params") or {}).get("query_groups") or IndexConfig().query_groups
+    return int(groups)
 
 
 def configure_tf_threads(intra_op: int | None, inter_op: int | None) -> None:
